@@ -1,0 +1,57 @@
+"""Simulator speed: simulated requests per wall-clock second.
+
+1. Llama-2-70B, TP2 on the A100-80GB datasheet profile, Poisson 0.5 req/s, fixed 1024 in / 256 out,
+   continuous batching, 10,000 requests (target <= 1.5 s wall).
+2. A chat workload of 1,000,000 requests on one replica (target <= 60 s): Llama-3-8B on one H100
+   SXM, prompt and output lengths drawn from the Azure 2023 conversation trace, Poisson arrivals
+   at 70% of the replica's measured saturation rate.
+
+Usage: python benchmarks/sim_speed.py [--chat-requests N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from sim.scenario import run_scenario, scenario_from_dict
+
+
+def timed(data: dict) -> tuple[float, dict]:
+    start = time.perf_counter()
+    summary = run_scenario(scenario_from_dict(data, "benchmark")).summary
+    return time.perf_counter() - start, summary
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--chat-requests", type=int, default=1_000_000)
+    args = ap.parse_args()
+
+    seventy = {"seed": 1, "model": "llama-2-70b", "deployment": {"profile": "a100-80gb-x8", "tp": 2},
+               "scheduler": {"policy": "continuous"},
+               "workload": {"num_requests": 10_000, "arrival": {"process": "poisson", "rate_per_s": 0.5},
+                            "input_tokens": 1024, "output_tokens": 256}}
+    wall, s = timed(seventy)
+    print(f"llama-2-70b tp2 a100-80gb, 10,000 requests: {wall:.2f} s wall "
+          f"({10_000 / wall:,.0f} simulated requests/s; target <= 1.5 s); "
+          f"TTFT p99 {s['latency']['ttft_s']['p99']}, preemptions {s['requests']['preempted']}")
+
+    chat = {"seed": 1, "model": "llama-3-8b", "deployment": {"profile": "h100-sxm"},
+            "scheduler": {"policy": "continuous"},
+            "workload": {"num_requests": 20_000, "arrival": {"process": "all_at_once"},
+                         "input_tokens": {"dist": "empirical", "trace": "azure-conv-2023"},
+                         "output_tokens": {"dist": "empirical", "trace": "azure-conv-2023"}}}
+    _, offline = timed(chat)
+    saturation = offline["throughput"]["requests_per_s"]
+    chat["workload"]["num_requests"] = args.chat_requests
+    chat["workload"]["arrival"] = {"process": "poisson", "rate_per_s": round(0.7 * saturation, 3)}
+    wall, s = timed(chat)
+    print(f"chat (azure-conv lengths) on 1 x h100-sxm at {0.7 * saturation:.1f} req/s (70% of "
+          f"{saturation:.1f} saturation), {args.chat_requests:,} requests: {wall:.1f} s wall "
+          f"({args.chat_requests / wall:,.0f} simulated requests/s; target <= 60 s for 1M); "
+          f"overloaded={s['overloaded']}, TTFT p50 {s['latency']['ttft_s']['p50']}")
+
+
+if __name__ == "__main__":
+    main()

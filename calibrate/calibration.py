@@ -1,0 +1,278 @@
+"""One calibration run, start to finish: what `calibrate` does between parsing flags and exiting.
+
+Order: resolve device, model and grid and check them against the model's positions and the free
+memory (bad input fails here, before anything slow); microbenchmarks; choose the dtype; power meter
+and idle power; the main sweep on the calibration model within the budget; a short sweep on a
+shallower copy of the model (same widths, a quarter of the layers) so that per-layer and per-step
+overheads can be told apart; the fit; the profile document, validated and written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+from pathlib import Path
+
+from calibrate.cli import (DEFAULT_BUDGET_S, FIT_RESERVE_S, QUICK_BUDGET_S,
+                           _check_positive, defaults_for, output_path, print_summary)
+from calibrate.devices import describe_device, resolve_device
+from calibrate.fit import fit_profile
+from calibrate.microbench import default_dtypes, run_microbench
+from calibrate.power import make_meter
+from calibrate.profile_builder import (build_document, default_profile_name, power_section,
+                                       provenance_section)
+from calibrate.runner import Runner
+from calibrate.sweep import Grid, Point, run_sweep
+from sim.cost_model import CostModel
+from sim.errors import InputError
+from sim.model_spec import BYTES_PER_ELEMENT, ModelSpec, resolve_model
+from sim.profile import profile_from_dict, write_profile
+
+MEMORY_HEADROOM = 0.85  # a grid may plan to use at most this share of the free memory
+PROBE_SHARE = 0.12  # share of the sweep budget for the shallow-model probe
+
+
+def build_grid(args: argparse.Namespace, device_type: str, spec: ModelSpec) -> Grid:
+    """The grid from flags, else the device's defaults; default lengths beyond the model's
+    positions are dropped (lengths given by flag are checked instead)."""
+    d = defaults_for(device_type, args.quick)
+    limit = spec.max_position_embeddings
+
+    def fitting(values: tuple[int, ...], margin: int) -> tuple[int, ...]:
+        kept = tuple(v for v in values if v + margin <= limit)
+        return kept or (limit - margin,)
+
+    grid = Grid(
+        batches=tuple(sorted(set(args.batches or d.batches))),
+        prompt_lens=tuple(sorted(set(args.prompt_lens or fitting(d.prompt_lens, 0)))),
+        contexts=tuple(sorted(set(args.contexts or fitting(d.contexts, 1)))),
+        mixed_chunks=tuple(sorted(set(args.mixed_chunks if args.mixed_chunks is not None
+                                      else d.mixed_chunks))),
+        mixed_batches=tuple(sorted(set(args.mixed_batches if args.mixed_batches is not None
+                                       else d.mixed_batches))),
+        repeats=args.repeats if args.repeats is not None else d.repeats,
+        warmup=1)
+    if args.mixed_chunks is None:  # default chunks: those that fit after the mixed prefix
+        room = limit - grid.mixed_context
+        grid = dataclasses.replace(grid, mixed_chunks=tuple(c for c in grid.mixed_chunks
+                                                            if c <= room))
+    for flag, values in (("--batches", grid.batches), ("--prompt-lens", grid.prompt_lens),
+                         ("--contexts", grid.contexts), ("--mixed-chunks", grid.mixed_chunks),
+                         ("--mixed-batches", grid.mixed_batches)):
+        _check_positive(flag, values)
+    if grid.repeats < 1:
+        raise InputError("--repeats", "", f"expected >= 1, got {grid.repeats}")
+    return grid
+
+
+def check_grid_fits_model(grid: Grid, spec: ModelSpec) -> None:
+    limit = spec.max_position_embeddings
+    for flag, longest in (("--prompt-lens", max(grid.prompt_lens)),
+                          ("--contexts", max(grid.contexts) + 1)):
+        if longest > limit:
+            raise InputError(flag, "", f"{longest} tokens exceed the model {spec.name}'s "
+                             f"max_position_embeddings {limit}")
+    if grid.max_seq_len() > limit:
+        raise InputError("--mixed-chunks", "", f"a chunk after a {grid.mixed_context}-token "
+                         f"prefix reaches {grid.max_seq_len()} tokens, beyond the model "
+                         f"{spec.name}'s max_position_embeddings {limit}")
+
+
+def memory_needed_bytes(grid: Grid, spec: ModelSpec, dtype: str) -> dict[str, float]:
+    """What the runner will hold: weights, the preallocated KV cache (one slot of max_seq_len
+    per sequence, plus a scratch slot) and the largest step's activations (incl. attention scores,
+    in case the attention kernel materialises them)."""
+    size = BYTES_PER_ELEMENT[dtype]
+    kv = (2 * spec.num_layers * (grid.max_num_seqs() + 1) * spec.num_kv_heads
+          * grid.max_seq_len() * spec.head_dim * size)
+    tokens = max(max(grid.batches) * max(grid.prompt_lens),
+                 max(grid.mixed_chunks, default=0) + max(grid.mixed_batches, default=0))
+    width = spec.q_size + 2 * spec.kv_size + 4 * spec.hidden_size + 3 * spec.intermediate_size
+    scores = spec.num_attention_heads * max(grid.prompt_lens) ** 2 * 4
+    return {"weights": spec.num_params * size, "kv_cache": kv,
+            "activations": tokens * width * size * 2 + scores + max(grid.batches) * spec.vocab_size * 4}
+
+
+def free_memory_bytes(device) -> float | None:
+    if device.type == "cuda":
+        import torch
+
+        return float(torch.cuda.mem_get_info(device)[0])
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return float(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def check_grid_fits_memory(grid: Grid, spec: ModelSpec, dtype: str, device) -> dict:
+    need = memory_needed_bytes(grid, spec, dtype)
+    free = free_memory_bytes(device)
+    total = sum(need.values())
+    if free is not None and total > MEMORY_HEADROOM * free:
+        parts = ", ".join(f"{k} {v / 2**30:.1f}" for k, v in need.items())
+        raise InputError("--batches/--prompt-lens/--contexts", "",
+                         f"the grid needs about {total / 2**30:.1f} GiB on {device} ({parts}) but "
+                         f"only {free / 2**30:.1f} GiB is free; use smaller batches or lengths")
+    return {"needed_bytes": int(total), "free_bytes": None if free is None else int(free)}
+
+
+def choose_dtype(requested: str | None, device_type: str, microbench: dict) -> tuple[str, str]:
+    """The dtype real inference would use here, and why."""
+    if requested:
+        return requested, "--dtype"
+    if device_type != "cpu":
+        return "bf16", "default on GPUs"
+    rates = {d: microbench["matmul"][d]["matmul_flops_per_s"] for d in ("fp32", "bf16")
+             if d in microbench["matmul"]}
+    best = max(rates, key=rates.get)
+    text = ", ".join(f"{d} {r / 1e9:.0f} GFLOP/s" for d, r in rates.items())
+    return best, f"faster large-GEMM rate on this CPU ({text})"
+
+
+def provisional_predictor(document: dict, spec: ModelSpec, device_type: str):
+    """Step-time guesses before anything is measured: the cost model with textbook efficiencies
+    (the sweep rescales them by measured/predicted as points come in)."""
+    doc = dict(document)
+    cpu = device_type == "cpu"
+    doc["cost_model"] = dict(document["cost_model"], matmul_efficiency=0.5, matmul_half_tokens=16.0,
+                             memory_efficiency=0.6, attention_efficiency=0.1,
+                             step_overhead_s=1e-3 if cpu else 1e-4,
+                             layer_overhead_s=3e-4 if cpu else 2e-5,
+                             sequence_overhead_s=1e-5, matmul_efficiency_curve=[], fit=None)
+    model = CostModel(spec, profile_from_dict(doc, "provisional"))
+    return model.step_time
+
+
+def probe_points(grid: Grid) -> list[Point]:
+    """The shallow model's points: the corners of the decode and prefill grids, coarse first."""
+    b, p, c = grid.batches, grid.prompt_lens, grid.contexts
+    return [Point("decode", b[0], c[0]), Point("decode", b[-1], c[0]),
+            Point("prefill", b[0], p[0]), Point("prefill", b[0], p[-1]),
+            Point("decode", b[0], c[-1], level=1), Point("decode", b[-1], c[-1], level=1),
+            Point("prefill", b[-1], p[0], level=1)]
+
+
+def shallow_copy(spec: ModelSpec) -> ModelSpec:
+    layers = max(1, spec.num_layers // 4)
+    return dataclasses.replace(spec, name=f"{spec.name}-{layers}layers", num_layers=layers)
+
+
+def run_calibration(args: argparse.Namespace, command: str) -> int:
+    started = time.perf_counter()
+    device = resolve_device(args.device)
+    defaults = defaults_for(device.type, args.quick)
+    base_spec = resolve_model(args.model or defaults.model)
+    grid = build_grid(args, device.type, base_spec)
+    budget_s = args.time_budget if args.time_budget is not None else (
+        QUICK_BUDGET_S if args.quick else DEFAULT_BUDGET_S)
+    if budget_s <= 0:
+        raise InputError("--time-budget", "", f"expected seconds > 0, got {budget_s}")
+    for flag, value in (("--tdp-w", args.tdp_w), ("--price-usd-per-h", args.price_usd_per_h)):
+        if value is not None and not value >= 0:
+            raise InputError(flag, "", f"expected a number >= 0, got {value}")
+    check_grid_fits_model(grid, base_spec)
+    memory = check_grid_fits_memory(grid, base_spec, args.dtype or "fp32", device)
+    info = describe_device(device).to_dict()
+    default_name = default_profile_name("cpu" if device.type == "cpu" else "gpu", info["name"])
+    out = output_path(args.output, default_name)
+    name = args.name or out.stem
+    load_before = _load_average()
+
+    bench_budget = min(12.0, 0.08 * budget_s)
+    bench = run_microbench(device, default_dtypes(device), budget_s=bench_budget).to_dict()
+    dtype, dtype_reason = choose_dtype(args.dtype, device.type, bench)
+    spec = base_spec.with_dtypes(dtype, dtype)
+    memory = check_grid_fits_memory(grid, spec, dtype, device)
+    meter = make_meter(device.type, device.index or 0, args.tdp_w)
+    idle_w = meter.idle_w(0.0 if meter.is_estimated else 2.0)
+
+    device_section = {
+        "kind": "cpu" if device.type == "cpu" else "gpu",
+        "name": info["name"],
+        "count": 1,
+        "memory_bytes": info["memory_bytes"] or memory["needed_bytes"],
+        "memory_bandwidth_bytes_per_s": bench["bandwidth"]["bandwidth_bytes_per_s"],
+        "peak_flops": {d: r["matmul_flops_per_s"] for d, r in bench["matmul"].items()},
+        "interconnect": None,
+    }
+    base_power = {"method": meter.method, "idle_w": 0.0, "decode_w": 1.0, "prefill_w": 1.0,
+                  "is_estimated": meter.is_estimated}
+    document = build_document(name=name, device=device_section,
+                              provenance={"source": "measured", "date": "pending"},
+                              compute_dtype=dtype, power=base_power,
+                              price_usd_per_h=args.price_usd_per_h, microbench=bench, points=[],
+                              models={}, limits=[], grid={})
+    progress = not args.no_progress
+
+    # main sweep
+    sweep_deadline = started + budget_s - FIT_RESERVE_S
+    probe_spec = shallow_copy(spec) if spec.num_layers >= 4 else None
+    probe_reserve = PROBE_SHARE * (sweep_deadline - time.perf_counter()) if probe_spec else 0.0
+    runner = Runner(spec, dtype, str(device), grid.max_num_seqs(), grid.max_seq_len(), args.seed,
+                    compile_decode=device.type == "cuda")
+    predict = provisional_predictor(document, spec, device.type)
+    main = run_sweep(runner, grid, spec.name, meter, predict,
+                     sweep_deadline - probe_reserve - time.perf_counter(), args.seed, progress)
+    del runner
+    models = {spec.name: spec.to_dict()}
+    results = [main]
+    if probe_spec is not None and not main.limits:
+        probe_runner = Runner(probe_spec, dtype, str(device), grid.max_num_seqs(),
+                              grid.max_seq_len(), args.seed, compile_decode=device.type == "cuda")
+        probe_predict = provisional_predictor(document, probe_spec, device.type)
+        probe = run_sweep(probe_runner, grid, probe_spec.name, meter, probe_predict,
+                          sweep_deadline - time.perf_counter(), args.seed, progress,
+                          points=probe_points(grid))
+        del probe_runner
+        if probe.points:
+            models[probe_spec.name] = probe_spec.to_dict()
+            results.append(probe)
+    points = [p for r in results for p in r.points]
+    if not points:
+        raise InputError("--time-budget", "", f"{budget_s:.0f} s left no time to measure a single "
+                         "grid point; raise the budget or shrink the grid")
+
+    grid_record = grid.to_dict() | {
+        "skipped": [s for r in results for s in r.skipped],
+        "memory": memory,
+        "probe_model": probe_spec.name if len(results) > 1 else None,
+    }
+    document["measurements"].update(points=points, models=models, grid=grid_record,
+                                    limits=[x for r in results for x in r.limits])
+    document["power"] = power_section(meter.method, meter.is_estimated, idle_w, points,
+                                      meter.details | {"idle": "estimated" if meter.is_estimated
+                                                       else "measured over 2 s before the sweeps"})
+    meter.close()
+    document["provenance"] = provenance_section(
+        device_info=info, command=command, model_name=base_spec.name, dtype=dtype, grid=grid_record,
+        seconds=time.perf_counter() - started) | {
+        "dtype_choice": dtype_reason, "load_average_before": load_before,
+        "load_average_after": _load_average(),
+        "sweep_seconds": round(sum(r.seconds for r in results), 1)}
+    fitted = fit_profile(document, str(out))
+    fitted["provenance"]["calibration_seconds"] = round(time.perf_counter() - started, 1)
+    write_profile(fitted, out)
+    print_summary(out, fitted, time.perf_counter() - started)
+    _warn_if_busy(load_before, device.type)
+    return 0
+
+
+def _load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def _warn_if_busy(load: list[float] | None, device_type: str) -> None:
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if device_type == "cpu" and load and cpus and load[0] > 0.5 * cpus:
+        print(f"calibrate: warning: the load average was {load[0]} on {cpus} CPUs when the "
+              "calibration started; other processes skew CPU timings", file=sys.stderr)
+

@@ -1,0 +1,236 @@
+"""Fit the cost model's efficiencies and overheads to measured step times.
+
+What is fitted (see `sim.cost_model` for the form; it is evaluated, never re-implemented here):
+  * matmul_efficiency_curve: the fraction of the measured peak FLOP/s reached by a step's linear
+    layers, one knot per token count 1, 2, 4, ... up to the largest measured step (interpolated in
+    log tokens by the cost model, flat beyond its ends);
+  * memory_efficiency: fraction of the measured stream bandwidth reached reading weights and KV;
+  * attention_efficiency: fraction of peak FLOP/s reached by attention's (query, key) pairs;
+  * step_overhead_s, layer_overhead_s, sequence_overhead_s: fixed costs per step, per decoder layer
+    and per sequence.
+Peak FLOP/s and bandwidth come from the microbenchmarks and stay fixed.
+
+How: `scipy.optimize.least_squares` on log(predicted / measured) (relative errors, so a 2 ms decode
+step weighs as much as a 2 s prefill), with bounds (efficiencies in (0, 1.5], overheads >= 0) and a
+weak smoothness penalty on the curve (second differences of log efficiency in log tokens) so knots
+between measured token counts are interpolated rather than left at their start value. Several
+starts (memory-bound and compute-bound) guard against the local minima of the roofline's max().
+If the measured models all have the same number of layers, step and layer overhead cannot be told
+apart: layer_overhead_s is then fixed to 0 and the fit says so (`fit.layer_overhead`).
+
+Input and output are profile documents (plain dicts, the JSON of `profiles/*.json`): the
+measurements (points + model specs) go in, the `cost_model` section and each point's
+`predicted_s` / `rel_error` come out, so a stored profile can be re-fitted (`calibrate fit`).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+from scipy.optimize import least_squares
+
+from sim.cost_model import CostModel
+from sim.model_spec import ModelSpec
+from sim.plan import StepShape
+from sim.profile import CostParams, Profile, profile_from_dict
+
+SHAPE_FIELDS = ("num_tokens", "num_seqs", "num_sampled", "context_tokens", "attention_pairs",
+                "num_prefill_tokens")
+MIN_EFFICIENCY = 1e-4
+MAX_EFFICIENCY = 1.5  # the profile schema's bound
+SMOOTHNESS_WEIGHT = 0.02  # per unit of second difference of log efficiency; weak on purpose
+OVERHEAD_SCALE_S = 1e-3  # overheads are fitted in ms, so every unknown is O(1)
+
+
+def curve_knots(max_tokens: int) -> list[int]:
+    """1, 2, 4, ... up to the largest measured token count (which ends the list)."""
+    knots = [1]
+    while knots[-1] * 2 <= max_tokens:
+        knots.append(knots[-1] * 2)
+    if knots[-1] < max_tokens:
+        knots.append(max_tokens)
+    return knots
+
+
+def shape_of(point: dict) -> StepShape:
+    return StepShape(*(int(point[f]) for f in SHAPE_FIELDS))
+
+
+def spec_from_dict(data: dict) -> ModelSpec:
+    fields = {f.name for f in dataclasses.fields(ModelSpec)}
+    return ModelSpec(**{k: v for k, v in data.items() if k in fields})
+
+
+class _Problem:
+    """Maps a parameter vector to cost-model predictions for every measured point."""
+
+    def __init__(self, base: Profile, specs: dict[str, ModelSpec], points: list[dict],
+                 knots: list[int], fit_layer_overhead: bool) -> None:
+        self.base = base
+        self.specs = specs
+        self.knots = knots
+        self.fit_layer_overhead = fit_layer_overhead
+        self.groups: dict[str, list[int]] = {}
+        for i, point in enumerate(points):
+            self.groups.setdefault(point["model"], []).append(i)
+        self.shapes = [shape_of(p) for p in points]
+        self.log_measured = np.log([p["seconds"] for p in points])
+        self.num_knots = len(knots)
+        self.log_knot_gaps = np.diff(np.log(knots)) if len(knots) > 1 else np.array([])
+
+    # x = [log e_k ...(num_knots), log mem_eff, log attn_eff, step_ms, seq_ms, (layer_ms)]
+    def params(self, x: np.ndarray) -> CostParams:
+        k = self.num_knots
+        curve = tuple((float(t), float(math.exp(v))) for t, v in zip(self.knots, x[:k]))
+        peak_eff = max(e for _, e in curve)
+        return dataclasses.replace(
+            self.base.cost,
+            matmul_efficiency=peak_eff,
+            matmul_half_tokens=_half_tokens(curve),
+            memory_efficiency=float(math.exp(x[k])),
+            attention_efficiency=float(math.exp(x[k + 1])),
+            step_overhead_s=float(x[k + 2]) * OVERHEAD_SCALE_S,
+            sequence_overhead_s=float(x[k + 3]) * OVERHEAD_SCALE_S,
+            layer_overhead_s=float(x[k + 4]) * OVERHEAD_SCALE_S if self.fit_layer_overhead else 0.0,
+            matmul_efficiency_curve=curve,
+        )
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        profile = dataclasses.replace(self.base, cost=self.params(x))
+        return predict_points(profile, self.specs, self.shapes, self.groups)
+
+    def residuals(self, x: np.ndarray) -> np.ndarray:
+        errors = np.log(self.predict(x)) - self.log_measured
+        log_e = x[:self.num_knots]
+        if self.num_knots < 3:
+            return errors
+        slopes = np.diff(log_e) / self.log_knot_gaps
+        curvature = np.diff(slopes) * SMOOTHNESS_WEIGHT
+        return np.concatenate([errors, curvature])
+
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        n_over = 3 if self.fit_layer_overhead else 2
+        lo = [math.log(MIN_EFFICIENCY)] * (self.num_knots + 2) + [0.0] * n_over
+        hi = [math.log(MAX_EFFICIENCY)] * (self.num_knots + 2) + [1e4] * n_over
+        return np.array(lo), np.array(hi)
+
+    def start(self, peak_eff: float, half_tokens: float, mem_eff: float, attn_eff: float,
+              overhead_ms: float) -> np.ndarray:
+        log_curve = [math.log(max(peak_eff * t / (t + half_tokens), 2 * MIN_EFFICIENCY))
+                     for t in self.knots]
+        overheads = [overhead_ms, overhead_ms / 100.0]
+        if self.fit_layer_overhead:
+            overheads.append(overhead_ms / 10.0)
+        return np.array(log_curve + [math.log(mem_eff), math.log(attn_eff)] + overheads)
+
+
+def _half_tokens(curve: tuple[tuple[float, float], ...]) -> float:
+    """Token count where the curve first reaches half its maximum (for the scalar summary fields)."""
+    top = max(e for _, e in curve)
+    for (t0, e0), (t1, e1) in zip(curve, curve[1:]):
+        if e1 >= top / 2 > e0:
+            w = (top / 2 - e0) / (e1 - e0)
+            return float(math.exp(math.log(t0) + w * (math.log(t1) - math.log(t0))))
+    return 0.0
+
+
+def predict_points(profile: Profile, specs: dict[str, ModelSpec], shapes: list[StepShape],
+                   groups: dict[str, list[int]]) -> np.ndarray:
+    """Cost-model step time of every shape; `groups` maps a model name to its shapes' indices."""
+    out = np.empty(len(shapes))
+    for name, indices in groups.items():
+        model = CostModel(specs[name], profile)
+        for i in indices:
+            out[i] = model.step_time(shapes[i])
+    return out
+
+
+def fit_profile(document: dict, where: str = "profile", max_nfev: int = 400) -> dict:
+    """A copy of a profile document with its cost_model fitted to measurements.points.
+
+    The document must carry device (with measured peak_flops and bandwidth), measurements.points
+    and measurements.models (name -> model spec dict, dtypes as calibrated).
+    """
+    doc = copy.deepcopy(document)
+    points = doc["measurements"]["points"]
+    if not points:
+        raise ValueError("no measured points to fit")
+    specs = {name: spec_from_dict(spec) for name, spec in doc["measurements"]["models"].items()}
+    max_tokens = max(int(p["num_tokens"]) for p in points)
+    knots = curve_knots(max_tokens)
+    fit_layer = len({specs[p["model"]].num_layers for p in points}) > 1
+    base = profile_from_dict(doc, where)
+    problem = _Problem(base, specs, points, knots, fit_layer)
+    lo, hi = problem.bounds()
+
+    min_s = min(p["seconds"] for p in points)
+    starts = [problem.start(0.6, 16.0, 0.7, 0.3, min_s * 1e3 * 0.1),
+              problem.start(0.2, 64.0, 0.9, 0.05, min_s * 1e3 * 0.3),
+              problem.start(0.9, 4.0, 0.3, 0.6, min_s * 1e3 * 0.05)]
+    best = None
+    for x0 in starts:
+        result = least_squares(problem.residuals, np.clip(x0, lo + 1e-9, hi - 1e-9),
+                               bounds=(lo, hi), x_scale="jac", max_nfev=max_nfev)
+        if best is None or result.cost < best.cost:
+            best = result
+    assert best is not None
+    params = problem.params(best.x)
+
+    cm = doc["cost_model"]
+    cm.update({
+        "matmul_efficiency": _round(params.matmul_efficiency),
+        "matmul_half_tokens": _round(params.matmul_half_tokens),
+        "memory_efficiency": _round(params.memory_efficiency),
+        "attention_efficiency": _round(params.attention_efficiency),
+        "step_overhead_s": _round(params.step_overhead_s),
+        "layer_overhead_s": _round(params.layer_overhead_s),
+        "sequence_overhead_s": _round(params.sequence_overhead_s),
+        "matmul_efficiency_curve": [[int(t), _round(e)] for t, e in params.matmul_efficiency_curve],
+    })
+    cm["fit"] = None
+    # Score with the rounded parameters as written, through the same loader the simulator uses.
+    fitted = profile_from_dict(doc, where)
+    predicted = predict_points(fitted, specs, problem.shapes, problem.groups)
+    rel = predicted / np.exp(problem.log_measured) - 1.0
+    for point, pred, err in zip(points, predicted, rel):
+        point["predicted_s"] = _round(float(pred))
+        point["rel_error"] = round(float(err), 5)
+    cm["fit"] = fit_quality(points, rel, best, knots, fit_layer)
+    return doc
+
+
+def fit_quality(points: list[dict], rel: np.ndarray, result: Any, knots: list[int],
+                fit_layer: bool) -> dict:
+    abs_err = np.abs(rel)
+    by_kind = {}
+    for kind in sorted({p["kind"] for p in points}):
+        errs = np.array([abs(float(r)) for p, r in zip(points, rel) if p["kind"] == kind])
+        by_kind[kind] = {"num_points": int(errs.size), "median_rel_error": round(float(np.median(errs)), 5),
+                         "max_rel_error": round(float(errs.max()), 5)}
+    worst = int(np.argmax(abs_err))
+    return {
+        "method": "scipy.optimize.least_squares on log(predicted/measured), bounded; "
+                  f"smoothness weight {SMOOTHNESS_WEIGHT} on the curve",
+        "num_points": len(points),
+        "median_rel_error": round(float(np.median(abs_err)), 5),
+        "max_rel_error": round(float(abs_err.max()), 5),
+        "mean_rel_error": round(float(abs_err.mean()), 5),
+        "by_kind": by_kind,
+        "worst_point": {k: points[worst][k] for k in ("kind", "model", "batch", "num_tokens",
+                                                      "context_tokens", "seconds", "predicted_s")},
+        "curve_knots": knots,
+        "layer_overhead": "fitted" if fit_layer else
+                          "fixed at 0: all measured models have the same layer count, so per-layer "
+                          "and per-step overhead are not separable (step_overhead_s holds both)",
+        "optimizer": {"status": int(result.status), "nfev": int(result.nfev),
+                      "cost": float(result.cost)},
+    }
+
+
+def _round(value: float) -> float:
+    """6 significant digits: plenty for a model of ~3 % accuracy, and a small JSON file."""
+    return float(f"{value:.6g}")

@@ -1,0 +1,1 @@
+"""infercast's Streamlit what-if dashboard (imports sim only; no physics, prices or formulas here)."""

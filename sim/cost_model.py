@@ -1,0 +1,192 @@
+"""Cost model: (step shape, model, profile, tensor parallelism) -> step seconds and joules.
+
+Modelled, per device of a TP group (weights, heads and KV heads split TP ways):
+  * matmuls: FLOPs of the decoder's linear layers for every computed token, plus the LM head for
+    sampled tokens only; they run at peak x efficiency(tokens in the step) (small batches reach far
+    less than large GEMMs: a fitted curve or e_max * T / (T + T_half)); they must also stream every
+    weight once per step. Each linear layer is bound by the slower of the two (roofline):
+    t_linear = max(t_matmul, weight_bytes / (bandwidth x memory_efficiency)).
+  * attention: 4 x layers x q_size FLOPs per causal (query, key) pair, and the KV of every
+    context token read once; bound by the slower of the two: t_attn = max(t_flops, t_kv).
+  * fixed overheads: per step, per layer (kernel launches / Python), per sequence (metadata).
+  * tensor parallelism: two all-reduces of the step's activations per layer over the interconnect
+    (ring: 2 (tp-1)/tp x bytes / bandwidth + latency each).
+  * MoE: every token runs top-k experts; the step reads the expected number of distinct experts.
+Assumed: the KV written by new tokens is counted once within the context they join; activation
+traffic is negligible beside weights and KV. Step energy uses the profile's power model:
+decode_w for the whole step plus (prefill_w - decode_w) while compute units are busy (matmul and
+attention FLOP time), so a compute-bound prefill draws prefill_w and a batch-1 decode ~decode_w.
+
+Within a run of decode-only steps with a fixed batch, contexts grow by one per step, so step j's
+time is exactly alpha + beta x j (`decode_line`): the engine advances many steps in closed form.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from sim.errors import InputError
+from sim.model_spec import BYTES_PER_ELEMENT, ModelSpec
+from sim.plan import StepShape
+from sim.profile import CostParams, Profile
+
+COMPUTE_DTYPE_OF_WEIGHTS = {"fp32": "fp32", "bf16": "bf16", "fp16": "fp16", "fp8": "fp8",
+                            "int8": "bf16", "int4": "bf16"}
+
+
+@dataclass(frozen=True, slots=True)
+class StepCost:
+    time_s: float
+    energy_j: float  # all devices of the TP group
+    matmul_s: float
+    weights_s: float
+    attention_flops_s: float
+    kv_s: float
+    comm_s: float
+    overhead_s: float
+
+
+def matmul_efficiency(params: CostParams, num_tokens: float) -> float:
+    tokens = max(num_tokens, 1.0)
+    curve = params.matmul_efficiency_curve
+    if not curve:
+        return params.matmul_efficiency * tokens / (tokens + params.matmul_half_tokens)
+    if tokens <= curve[0][0]:
+        return curve[0][1]
+    if tokens >= curve[-1][0]:
+        return curve[-1][1]
+    log_t = math.log(tokens)
+    for (t0, e0), (t1, e1) in zip(curve, curve[1:]):
+        if tokens <= t1:
+            w = (log_t - math.log(t0)) / (math.log(t1) - math.log(t0))
+            return e0 + w * (e1 - e0)
+    return curve[-1][1]  # unreachable
+
+
+class CostModel:
+    """Step time and energy of one model on one profile at one TP degree. Pure; no state."""
+
+    def __init__(self, model: ModelSpec, profile: Profile, tp: int = 1) -> None:
+        if tp < 1 or tp > profile.device.count:
+            raise InputError(profile.path, "device.count",
+                             f"tensor parallelism {tp} needs {tp} devices; this profile has {profile.device.count}")
+        if model.num_attention_heads % tp:
+            raise InputError("model", "num_attention_heads",
+                             f"{model.num_attention_heads} heads cannot be split over tp={tp}")
+        self.model = model
+        self.profile = profile
+        self.tp = tp
+        params = profile.cost
+        self.params = params
+        compute_dtype = COMPUTE_DTYPE_OF_WEIGHTS[model.weight_dtype]
+        self.compute_dtype = compute_dtype
+        peak = profile.peak_flops_for(compute_dtype)
+        self.peak_flops = peak
+        bandwidth = profile.device.memory_bandwidth_bytes_per_s * params.memory_efficiency
+        self.effective_bandwidth = bandwidth
+
+        self._lin_flops_per_token = model.linear_flops_per_token / tp
+        self._head_flops_per_sample = model.lm_head_flops_per_sampled_token / tp
+        self._attn_s_per_pair = model.attention_flops_per_pair / tp / (peak * params.attention_efficiency)
+        kv_share = max(1.0 / tp, 1.0 / model.num_kv_heads)
+        self._kv_s_per_token = model.kv_bytes_per_token * kv_share / bandwidth
+        self._attn_or_kv_s_per_token = max(self._attn_s_per_pair, self._kv_s_per_token)
+        if model.is_moe:
+            self._dense_weight_bytes = (model.layer_weight_bytes
+                                        - model.num_layers * model.num_experts * model.expert_weight_bytes) / tp
+            self._expert_bytes_per_layer = model.expert_weight_bytes / tp
+        else:
+            self._dense_weight_bytes = model.layer_weight_bytes / tp
+            self._expert_bytes_per_layer = 0.0
+        self._head_bytes = model.lm_head_bytes / tp
+        act_bytes = BYTES_PER_ELEMENT[compute_dtype if compute_dtype != "fp8" else "bf16"]
+        self._allreduce_bytes_per_token = model.hidden_size * act_bytes
+        self._fixed_overhead_s = params.step_overhead_s + params.layer_overhead_s * model.num_layers
+        power = profile.power
+        self._decode_w = power.decode_w * tp
+        self._compute_extra_w = (power.prefill_w - power.decode_w) * tp
+        self.idle_power_w = power.idle_w * tp
+
+    # ---- pieces ----------------------------------------------------------------------------
+    def _weight_bytes(self, num_tokens: int, num_sampled: int) -> float:
+        total = self._dense_weight_bytes + (self._head_bytes if num_sampled else 0.0)
+        if self._expert_bytes_per_layer:
+            e, k = self.model.num_experts, self.model.num_experts_per_token
+            touched = e * (1.0 - (1.0 - k / e) ** max(num_tokens, 1))
+            total += self.model.num_layers * touched * self._expert_bytes_per_layer
+        return total
+
+    def _comm_s(self, num_tokens: int) -> float:
+        if self.tp == 1:
+            return 0.0
+        link = self.profile.device.interconnect
+        assert link is not None  # validated with the profile
+        per_allreduce = (link.latency_s + 2.0 * (self.tp - 1) / self.tp
+                         * num_tokens * self._allreduce_bytes_per_token / link.bandwidth_bytes_per_s)
+        return 2 * self.model.num_layers * per_allreduce
+
+    def _linear_parts(self, num_tokens: int, num_sampled: int) -> tuple[float, float]:
+        flops = self._lin_flops_per_token * num_tokens + self._head_flops_per_sample * num_sampled
+        matmul_s = flops / (self.peak_flops * matmul_efficiency(self.params, num_tokens))
+        weights_s = self._weight_bytes(num_tokens, num_sampled) / self.effective_bandwidth
+        return matmul_s, weights_s
+
+    # ---- public ----------------------------------------------------------------------------
+    def step_cost(self, shape: StepShape) -> StepCost:
+        if shape.num_tokens <= 0:
+            return StepCost(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        matmul_s, weights_s = self._linear_parts(shape.num_tokens, shape.num_sampled)
+        attn_s = self._attn_s_per_pair * shape.attention_pairs
+        kv_s = self._kv_s_per_token * shape.context_tokens
+        comm_s = self._comm_s(shape.num_tokens)
+        overhead_s = self._fixed_overhead_s + self.params.sequence_overhead_s * shape.num_seqs
+        time_s = overhead_s + max(matmul_s, weights_s) + max(attn_s, kv_s) + comm_s
+        energy_j = self._decode_w * time_s + self._compute_extra_w * (matmul_s + attn_s)
+        return StepCost(time_s, energy_j, matmul_s, weights_s, attn_s, kv_s, comm_s, overhead_s)
+
+    def step_time(self, shape: StepShape) -> float:
+        return self.step_cost(shape).time_s
+
+    def decode_line(self, num_seqs: int, num_sampled: int, context_tokens_before: int
+                    ) -> tuple[float, float, float, float]:
+        """Decode-only steps of a fixed batch: step j takes alpha + beta*j seconds and
+        e_alpha + e_beta*j joules. context_tokens_before: the batch's summed context before step 0."""
+        matmul_s, weights_s = self._linear_parts(num_seqs, num_sampled)
+        ctx0 = context_tokens_before + num_seqs
+        per_tok = self._attn_or_kv_s_per_token
+        alpha = (self._fixed_overhead_s + self.params.sequence_overhead_s * num_seqs
+                 + max(matmul_s, weights_s) + self._comm_s(num_seqs) + per_tok * ctx0)
+        beta = per_tok * num_seqs
+        attn0 = self._attn_s_per_pair * ctx0
+        e_alpha = self._decode_w * alpha + self._compute_extra_w * (matmul_s + attn0)
+        e_beta = self._decode_w * beta + self._compute_extra_w * self._attn_s_per_pair * num_seqs
+        return alpha, beta, e_alpha, e_beta
+
+    # ---- convenience for reports and tests ------------------------------------------------
+    def prefill_time(self, prompt_tokens: int, batch: int = 1) -> float:
+        return self.step_time(StepShape.for_prefill([prompt_tokens] * batch))
+
+    def decode_time(self, batch: int, context_tokens: int) -> float:
+        return self.step_time(StepShape.for_decode(batch, batch * context_tokens))
+
+
+def steps_within(alpha: float, beta: float, budget_s: float, max_steps: int) -> int:
+    """Whole steps of a decode line (step j = alpha + beta j) that finish within budget_s."""
+    if budget_s < alpha:
+        return 0
+    if beta <= 0.0:
+        return min(max_steps, int(budget_s / alpha + 1e-12))
+    # m*alpha + beta*m*(m-1)/2 <= budget  =>  beta/2 m^2 + (alpha - beta/2) m - budget <= 0
+    a, b = beta / 2.0, alpha - beta / 2.0
+    m = int((-b + math.sqrt(b * b + 4 * a * budget_s)) / (2 * a))
+    while m > 0 and m * alpha + beta * m * (m - 1) / 2 > budget_s * (1 + 1e-12):
+        m -= 1
+    while m < max_steps and (m + 1) * alpha + beta * (m + 1) * m / 2 <= budget_s * (1 + 1e-12):
+        m += 1
+    return min(m, max_steps)
+
+
+def line_total(alpha: float, beta: float, num_steps: int) -> float:
+    """Total of num_steps steps of a line: sum_{j<k} alpha + beta j."""
+    return num_steps * alpha + beta * num_steps * (num_steps - 1) / 2.0

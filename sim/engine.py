@@ -1,0 +1,215 @@
+"""The simulated engine: SimPy processes for arrivals (open or closed loop), the router and one
+engine per replica. SimPy keeps the clock; policy, KV cache and cost model are plain Python.
+
+A replica's loop: ask its policy for a plan; run it for the plan's cost-model time; commit it.
+A decode-only plan may repeat up to `max_repeats` steps whose times are a closed form
+(alpha + beta j), so one SimPy timeout covers the whole run of steps. An arrival that the policy
+could act on interrupts the run: the step in progress completes, the rest are not executed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import simpy
+
+from sim.cost_model import CostModel, line_total, steps_within
+from sim.metrics import RunRecorder
+from sim.request import Request
+from sim.scheduler import BatchScheduler, StepTimes
+
+ROUTERS = ("round_robin", "random", "least_outstanding", "least_kv")
+
+
+class Replica:
+    """One TP group serving requests with one scheduler and one cost model."""
+
+    def __init__(self, env: simpy.Environment, index: int, scheduler: BatchScheduler,
+                 cost: CostModel, recorder: RunRecorder, on_finish, timeline_interval_s: float) -> None:
+        self.env = env
+        self.index = index
+        self.scheduler = scheduler
+        self.cost = cost
+        self.recorder = recorder
+        self.on_finish = on_finish
+        self.timeline_interval_s = timeline_interval_s
+        self._next_sample_s = 0.0
+        self._interruptible = False
+        self._never = env.event()
+        self.process = env.process(self.run())
+
+    def submit(self, req: Request) -> bool:
+        req.replica = self.index
+        accepted = self.scheduler.add_request(req)
+        if accepted and self._interruptible and self.scheduler.wants_wakeup_on_arrival():
+            self._interruptible = False
+            self.process.interrupt()
+        return accepted
+
+    def run(self):
+        env, sched, cost = self.env, self.scheduler, self.cost
+        while True:
+            plan = sched.schedule(env.now)
+            if plan is None:  # idle until an arrival (or the policy's own timer)
+                wake = sched.next_wakeup_s
+                self._interruptible = True
+                try:
+                    yield env.timeout(max(wake - env.now, 0.0)) if wake is not None else self._never
+                except simpy.Interrupt:
+                    pass
+                self._interruptible = False
+                continue
+            start = env.now
+            if plan.prefill or plan.max_repeats == 1:
+                step = cost.step_cost(plan.shape())
+                yield env.timeout(step.time_s)
+                times, energy_j = StepTimes(start, step.time_s, 0.0, 1), step.energy_j
+            else:
+                n_dec = len(plan.decode_ids)
+                a, b, ea, eb = cost.decode_line(n_dec + plan.num_padding_seqs, n_dec,
+                                                plan.decode_context_tokens + plan.padding_context_tokens)
+                steps = plan.max_repeats
+                self._interruptible = True
+                try:
+                    yield env.timeout(line_total(a, b, steps))
+                except simpy.Interrupt:  # finish the step in progress, drop the rest
+                    steps = min(steps_within(a, b, env.now - start, steps) + 1, steps)
+                    end_s = start + line_total(a, b, steps)
+                    if end_s > env.now:
+                        yield env.timeout(end_s - env.now)
+                self._interruptible = False
+                times, energy_j = StepTimes(start, a, b, steps), line_total(ea, eb, steps)
+            self._commit(plan, times, energy_j)
+
+    def _commit(self, plan, times: StepTimes, energy_j: float) -> None:
+        sched = self.scheduler
+        new_prompt_tokens = 0
+        sampled = len(plan.decode_ids) * times.num_steps
+        for chunk in plan.prefill:
+            if chunk.is_sampling:
+                sampled += 1
+                req = sched.prefilling[chunk.request_id]
+                if req.num_output_tokens == 0:
+                    new_prompt_tokens += req.prompt_tokens
+        finished = sched.commit(plan, times)
+        end_s = times.end_s
+        self.recorder.segment(self.index, times.start_s, end_s, energy_j, sampled, new_prompt_tokens,
+                              times.num_steps, plan.num_tokens * times.num_steps)
+        if end_s >= self._next_sample_s:
+            self._next_sample_s = end_s + self.timeline_interval_s
+            duration = end_s - times.start_s
+            self.recorder.sample(end_s, self.index, len(sched.waiting),
+                                 len(sched.decoding) + len(sched.prefilling), sched.kv.usage,
+                                 energy_j / duration if duration > 0 else 0.0)
+        for req in finished:
+            self.on_finish(req)
+
+
+class Router:
+    def __init__(self, policy: str, replicas: list[Replica], rng: np.random.Generator) -> None:
+        if policy not in ROUTERS:
+            raise ValueError(f"router: expected one of {', '.join(ROUTERS)}, got {policy!r}")
+        self.policy = policy
+        self.replicas = replicas
+        self.rng = rng
+        self._next = 0
+
+    def pick(self) -> Replica:
+        replicas = self.replicas
+        if len(replicas) == 1:
+            return replicas[0]
+        if self.policy == "round_robin":
+            replica = replicas[self._next % len(replicas)]
+            self._next += 1
+            return replica
+        if self.policy == "random":
+            return replicas[int(self.rng.integers(len(replicas)))]
+        if self.policy == "least_outstanding":
+            return min(replicas, key=lambda r: r.scheduler.num_in_flight)
+        return min(replicas, key=lambda r: (r.scheduler.kv.usage, len(r.scheduler.waiting)))
+
+
+@dataclass(frozen=True)
+class OpenLoop:
+    arrival_s: np.ndarray
+    prompt_tokens: np.ndarray
+    output_tokens: np.ndarray
+    prefix_hashes: tuple[tuple[int, ...], ...] | None = None
+
+
+@dataclass(frozen=True)
+class ClosedLoopLoad:
+    concurrency: int
+    think_time_s: float
+    prompt_tokens: np.ndarray  # one per request, in issue order
+    output_tokens: np.ndarray
+
+
+class Cluster:
+    """Replicas, router and traffic in one SimPy environment; run() returns the recorder."""
+
+    def __init__(self, schedulers: list[BatchScheduler], costs: list[CostModel], router: str,
+                 rng: np.random.Generator, recorder: RunRecorder, warmup_fraction: float,
+                 drain_fraction: float, timeline_interval_s: float) -> None:
+        self.env = simpy.Environment()
+        self.recorder = recorder
+        self.replicas = [Replica(self.env, i, s, c, recorder, self._finished, timeline_interval_s)
+                         for i, (s, c) in enumerate(zip(schedulers, costs))]
+        self.router = Router(router, self.replicas, rng)
+        self.warmup_fraction = warmup_fraction
+        self.drain_fraction = drain_fraction
+        self._done_events: dict[int, simpy.Event] = {}
+
+    def _measured_range(self, n: int) -> tuple[int, int]:
+        return int(self.warmup_fraction * n), n - int(self.drain_fraction * n)
+
+    def _arrive(self, req: Request) -> None:
+        self.recorder.requests.append(req)
+        accepted = self.router.pick().submit(req)
+        self.recorder.queue_t_s.append(self.env.now)
+        self.recorder.queue_len.append(sum(len(r.scheduler.waiting) for r in self.replicas))
+        if not accepted:
+            self._finished(req)
+
+    def _finished(self, req: Request) -> None:
+        event = self._done_events.pop(req.request_id, None)
+        if event is not None:
+            event.succeed()
+
+    def _open_loop(self, load: OpenLoop):
+        env = self.env
+        lo, hi = self._measured_range(len(load.arrival_s))
+        arrival = load.arrival_s.tolist()
+        prompt = load.prompt_tokens.tolist()
+        output = load.output_tokens.tolist()
+        hashes = load.prefix_hashes
+        for i, t in enumerate(arrival):
+            if t > env.now:
+                yield env.timeout(t - env.now)
+            self._arrive(Request(i, t, prompt[i], output[i], hashes[i] if hashes else (), lo <= i < hi))
+
+    def _user(self, load: ClosedLoopLoad, counter: list[int]):
+        env = self.env
+        n = len(load.prompt_tokens)
+        lo, hi = self._measured_range(n)
+        while counter[0] < n:
+            i = counter[0]
+            counter[0] += 1
+            done = env.event()
+            self._done_events[i] = done
+            self._arrive(Request(i, env.now, int(load.prompt_tokens[i]), int(load.output_tokens[i]),
+                                 (), lo <= i < hi))
+            yield done
+            if load.think_time_s > 0:
+                yield env.timeout(load.think_time_s)
+
+    def run(self, load: OpenLoop | ClosedLoopLoad) -> RunRecorder:
+        if isinstance(load, OpenLoop):
+            self.env.process(self._open_loop(load))
+        else:
+            counter = [0]
+            for _ in range(load.concurrency):
+                self.env.process(self._user(load, counter))
+        self.env.run()
+        return self.recorder

@@ -1,0 +1,334 @@
+"""Hardware profiles: load, validate and write the JSON documents in `profiles/`.
+
+A profile describes one machine (device kind x count x interconnect): per-device capacities,
+the fitted cost-model parameters (see `sim.cost_model`), the power model, an optional price, its
+provenance (measured / datasheet / imported) and, for measured profiles, the raw measurements.
+Every problem is reported as `InputError(file, field, what was expected)`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sim.errors import InputError
+
+SCHEMA_VERSION = 1
+SOURCES = ("measured", "datasheet", "imported")
+POWER_METHODS = ("nvml", "rapl", "estimated-from-tdp", "datasheet", "imported")
+DTYPES = ("fp32", "bf16", "fp16", "fp8", "int8")
+REPO_PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
+
+
+@dataclass(frozen=True)
+class Interconnect:
+    name: str
+    bandwidth_bytes_per_s: float  # per device, one direction
+    latency_s: float
+
+
+@dataclass(frozen=True)
+class Device:
+    kind: str  # "gpu" | "cpu" | "accelerator"
+    name: str
+    count: int  # devices in one machine (the largest tensor-parallel degree it can host)
+    memory_bytes: float  # per device
+    memory_bandwidth_bytes_per_s: float  # per device
+    peak_flops: dict[str, float]  # per device, dense, by compute dtype
+    interconnect: Interconnect | None
+
+
+@dataclass(frozen=True)
+class CostParams:
+    """Roofline efficiencies and overheads, shared by every model on this hardware.
+
+    matmul_efficiency_curve: [(tokens_per_step, fraction_of_peak)], interpolated in log(tokens),
+    flat beyond its ends. If empty, matmul_efficiency * T / (T + matmul_half_tokens) is used.
+    """
+
+    compute_dtype: str
+    matmul_efficiency: float
+    matmul_half_tokens: float
+    memory_efficiency: float
+    attention_efficiency: float
+    step_overhead_s: float
+    layer_overhead_s: float
+    sequence_overhead_s: float
+    matmul_efficiency_curve: tuple[tuple[float, float], ...] = ()
+    fit: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class PowerModel:
+    """Per-device power: idle, and busy power from memory-bound (decode) to compute-bound (prefill)."""
+
+    method: str
+    idle_w: float
+    decode_w: float
+    prefill_w: float
+    is_estimated: bool
+
+
+@dataclass(frozen=True)
+class Price:
+    usd_per_device_h: float
+    source: str
+    date: str
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    path: str
+    device: Device
+    provenance: dict[str, Any]
+    cost: CostParams
+    power: PowerModel
+    price: Price | None
+    measurements: dict[str, Any] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def source(self) -> str:
+        return self.provenance["source"]
+
+    def peak_flops_for(self, dtype: str) -> float:
+        """Compute rate for a dtype; fp16 and bf16 stand in for each other; weight-only int
+        formats and fp8 on devices without fp8 units compute in bf16/fp16."""
+        peaks = self.device.peak_flops
+        for candidate in (dtype, {"bf16": "fp16", "fp16": "bf16"}.get(dtype, ""), "bf16", "fp16", "fp32"):
+            if candidate and candidate in peaks:
+                return peaks[candidate]
+        raise InputError(self.path, "device.peak_flops", f"no compute rate for {dtype}")
+
+
+class _Reader:
+    """Typed access to a nested dict that names the file and dotted field on every error."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    def fail(self, field_name: str, problem: str) -> InputError:
+        return InputError(self.where, field_name, problem)
+
+    def section(self, data: dict, key: str, prefix: str = "", optional: bool = False) -> dict | None:
+        name = f"{prefix}{key}"
+        if key not in data or data[key] is None:
+            if optional:
+                return None
+            raise self.fail(name, "missing section")
+        if not isinstance(data[key], dict):
+            raise self.fail(name, f"expected an object, got {type(data[key]).__name__}")
+        return data[key]
+
+    def number(self, data: dict, key: str, prefix: str = "", *, minimum: float = 0.0,
+               strict: bool = True, maximum: float = math.inf, default: float | None = None) -> float:
+        name = f"{prefix}{key}"
+        if key not in data:
+            if default is not None:
+                return default
+            raise self.fail(name, "missing")
+        value = data[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise self.fail(name, f"expected a number, got {value!r}")
+        if value < minimum or (strict and value == minimum) or value > maximum:
+            bound = f"> {minimum}" if strict else f">= {minimum}"
+            if maximum < math.inf:
+                bound += f" and <= {maximum}"
+            raise self.fail(name, f"expected a number {bound}, got {value!r}")
+        return float(value)
+
+    def text(self, data: dict, key: str, prefix: str = "", choices: tuple[str, ...] = (),
+             default: str | None = None) -> str:
+        name = f"{prefix}{key}"
+        if key not in data:
+            if default is not None:
+                return default
+            raise self.fail(name, "missing")
+        value = data[key]
+        if not isinstance(value, str) or not value:
+            raise self.fail(name, f"expected a non-empty string, got {value!r}")
+        if choices and value not in choices:
+            raise self.fail(name, f"expected one of {', '.join(choices)}, got {value!r}")
+        return value
+
+
+def profile_from_dict(data: Any, where: str) -> Profile:
+    r = _Reader(where)
+    if not isinstance(data, dict):
+        raise r.fail("", "expected a JSON object")
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise r.fail("schema_version", f"expected {SCHEMA_VERSION}, got {version!r}")
+    name = r.text(data, "name")
+
+    dev = r.section(data, "device")
+    peaks_raw = r.section(dev, "peak_flops", "device.")
+    if not peaks_raw:
+        raise r.fail("device.peak_flops", "expected at least one dtype")
+    peaks = {}
+    for dtype in peaks_raw:
+        if dtype not in DTYPES:
+            raise r.fail(f"device.peak_flops.{dtype}", f"unknown dtype; expected one of {', '.join(DTYPES)}")
+        peaks[dtype] = r.number(peaks_raw, dtype, "device.peak_flops.")
+    link_raw = r.section(dev, "interconnect", "device.", optional=True)
+    link = None
+    if link_raw is not None:
+        link = Interconnect(
+            name=r.text(link_raw, "name", "device.interconnect.", default="link"),
+            bandwidth_bytes_per_s=r.number(link_raw, "bandwidth_bytes_per_s", "device.interconnect."),
+            latency_s=r.number(link_raw, "latency_s", "device.interconnect.", strict=False),
+        )
+    count = dev.get("count", 1)
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        raise r.fail("device.count", f"expected a positive integer, got {count!r}")
+    if count > 1 and link is None:
+        raise r.fail("device.interconnect", f"a machine of {count} devices needs its interconnect")
+    device = Device(
+        kind=r.text(dev, "kind", "device.", ("gpu", "cpu", "accelerator")),
+        name=r.text(dev, "name", "device."),
+        count=count,
+        memory_bytes=r.number(dev, "memory_bytes", "device."),
+        memory_bandwidth_bytes_per_s=r.number(dev, "memory_bandwidth_bytes_per_s", "device."),
+        peak_flops=peaks,
+        interconnect=link,
+    )
+
+    prov = r.section(data, "provenance")
+    r.text(prov, "source", "provenance.", SOURCES)
+    r.text(prov, "date", "provenance.")
+    if prov["source"] == "datasheet" and not prov.get("documents"):
+        raise r.fail("provenance.documents", "a datasheet profile must list its source documents")
+
+    cm = r.section(data, "cost_model")
+    p = "cost_model."
+    curve_raw = cm.get("matmul_efficiency_curve", [])
+    if not isinstance(curve_raw, list):
+        raise r.fail(p + "matmul_efficiency_curve", "expected a list of [tokens, efficiency] pairs")
+    curve: list[tuple[float, float]] = []
+    for i, point in enumerate(curve_raw):
+        ok = (isinstance(point, (list, tuple)) and len(point) == 2
+              and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in point))
+        if not ok or point[0] < 1 or not 0 < point[1] <= 1.5:
+            raise r.fail(f"{p}matmul_efficiency_curve[{i}]",
+                         f"expected [tokens >= 1, 0 < efficiency <= 1.5], got {point!r}")
+        if curve and point[0] <= curve[-1][0]:
+            raise r.fail(f"{p}matmul_efficiency_curve[{i}]", "token counts must increase")
+        curve.append((float(point[0]), float(point[1])))
+    compute_dtype = r.text(cm, "compute_dtype", p, DTYPES)
+    if compute_dtype not in peaks:
+        raise r.fail(p + "compute_dtype", f"{compute_dtype} has no entry in device.peak_flops")
+    cost = CostParams(
+        compute_dtype=compute_dtype,
+        matmul_efficiency=r.number(cm, "matmul_efficiency", p, maximum=1.5),
+        matmul_half_tokens=r.number(cm, "matmul_half_tokens", p, strict=False),
+        memory_efficiency=r.number(cm, "memory_efficiency", p, maximum=1.5),
+        attention_efficiency=r.number(cm, "attention_efficiency", p, maximum=1.5),
+        step_overhead_s=r.number(cm, "step_overhead_s", p, strict=False),
+        layer_overhead_s=r.number(cm, "layer_overhead_s", p, strict=False),
+        sequence_overhead_s=r.number(cm, "sequence_overhead_s", p, strict=False),
+        matmul_efficiency_curve=tuple(curve),
+        fit=cm.get("fit"),
+    )
+
+    pw = r.section(data, "power")
+    power = PowerModel(
+        method=r.text(pw, "method", "power.", POWER_METHODS),
+        idle_w=r.number(pw, "idle_w", "power.", strict=False),
+        decode_w=r.number(pw, "decode_w", "power."),
+        prefill_w=r.number(pw, "prefill_w", "power."),
+        is_estimated=bool(pw.get("is_estimated", pw.get("method") != "nvml" and pw.get("method") != "rapl")),
+    )
+    if power.idle_w > power.decode_w:
+        raise r.fail("power.idle_w", f"idle {power.idle_w} W exceeds decode {power.decode_w} W")
+    if power.decode_w > power.prefill_w * 1.5:
+        raise r.fail("power.decode_w", f"decode {power.decode_w} W is far above prefill {power.prefill_w} W")
+
+    price = None
+    pr = r.section(data, "price", optional=True)
+    if pr is not None:
+        price = Price(usd_per_device_h=r.number(pr, "usd_per_device_h", "price.", strict=False),
+                      source=r.text(pr, "source", "price."), date=r.text(pr, "date", "price."))
+    measurements = data.get("measurements") or {}
+    if not isinstance(measurements, dict):
+        raise r.fail("measurements", "expected an object")
+    return Profile(name=name, path=where, device=device, provenance=prov, cost=cost, power=power,
+                   price=price, measurements=measurements, raw=data)
+
+
+def profile_search_dirs() -> list[Path]:
+    dirs = []
+    if os.environ.get("INFERCAST_PROFILES"):
+        dirs += [Path(p) for p in os.environ["INFERCAST_PROFILES"].split(os.pathsep) if p]
+    dirs += [Path.cwd() / "profiles", REPO_PROFILES_DIR]
+    return dirs
+
+
+def resolve_profile_path(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.suffix == ".json" or path.exists() or os.sep in name_or_path:
+        return path
+    for folder in profile_search_dirs():
+        candidate = folder / f"{name_or_path}.json"
+        if candidate.exists():
+            return candidate
+    known = sorted({p.stem for d in profile_search_dirs() if d.is_dir() for p in d.glob("*.json")})
+    raise InputError(name_or_path, "profile", f"no such profile file or name; known: {', '.join(known) or 'none'}")
+
+
+def load_profile(name_or_path: str | Path) -> Profile:
+    path = resolve_profile_path(str(name_or_path))
+    where = str(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise InputError(where, "", f"cannot read profile: {exc.strerror or exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(where, "", f"not valid JSON (line {exc.lineno}): {exc.msg}") from None
+    return profile_from_dict(data, where)
+
+
+def list_profiles() -> list[Path]:
+    seen: dict[str, Path] = {}
+    for folder in profile_search_dirs():
+        if folder.is_dir():
+            for path in sorted(folder.glob("*.json")):
+                seen.setdefault(path.name, path)
+    return list(seen.values())
+
+
+def write_json_atomic(data: Any, path: str | Path) -> Path:
+    """Write JSON to a temp file in the target folder, then rename: never a half-written file."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise InputError(str(path), "", f"folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise InputError(str(path), "", f"folder {folder} is not writable")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a profile is a shared document
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=1, sort_keys=False, allow_nan=False)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_profile(data: dict, path: str | Path) -> Path:
+    """Validate a profile document, then write it atomically."""
+    profile_from_dict(data, str(path))
+    return write_json_atomic(data, path)

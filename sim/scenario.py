@@ -1,0 +1,272 @@
+"""Scenario: one file (TOML, YAML or JSON) that fully determines a run, and `run_scenario`.
+
+    seed = 1
+    [model]        name = "llama-3-8b" (a preset or a path to a config.json), weight_dtype, kv_dtype
+    [deployment]   profile = "h100-sxm", replicas, tp, gpu_memory_utilization, router
+    [scheduler]    policy = "continuous" | "chunked" | "static", max_num_seqs,
+                   max_num_batched_tokens, block_size_tokens, max_batch_size, max_queue_delay_s
+    [workload]     see sim.workload.workload_from_dict (arrivals + lengths, closed loop, or a trace)
+    [slo]          ttft_s, tpot_s, e2e_s
+    [economics]    price_usd_per_device_h, electricity_usd_per_kwh, pue, carbon_g_per_kwh,
+                   hardware_usd_per_device, amortization_years
+    [measurement]  warmup_fraction, drain_fraction, timeline_interval_s
+
+A scenario round-trips: `scenario_from_dict(s.to_dict())` is `s`, so the dashboard can export the
+scenario it ran and the CLI reproduces its numbers. Same scenario and seed => identical results.
+Defaults: max_num_batched_tokens 8192 for continuous batching, 2048 for chunked prefill (vLLM's
+defaults for online serving); gpu_memory_utilization 0.9 (vLLM's default); block size 16.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from sim.cost_model import CostModel
+from sim.engine import ROUTERS, Cluster, ClosedLoopLoad, OpenLoop
+from sim.errors import InputError
+from sim.kv_cache import KVCacheManager, KVCapacity, kv_capacity
+from sim.metrics import SLO, Economics, RunContext, RunRecorder, summarize
+from sim.model_spec import KV_DTYPES, WEIGHT_DTYPES, ModelSpec, resolve_model
+from sim.policies import POLICIES, SchedulerConfig, make_scheduler
+from sim.profile import Profile, load_profile
+from sim.workload import ClosedLoop, WorkloadSpec, generate, sample_lengths, workload_from_dict
+
+DEFAULT_BATCHED_TOKENS = {"continuous": 8192, "chunked": 2048, "static": 8192}
+
+
+@dataclass(frozen=True)
+class Deployment:
+    profile: str
+    replicas: int = 1
+    tp: int = 1
+    gpu_memory_utilization: float = 0.9
+    router: str = "round_robin"
+
+    def __post_init__(self) -> None:
+        for name in ("replicas", "tp"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ValueError(f"gpu_memory_utilization: expected 0 < x <= 1, got {self.gpu_memory_utilization!r}")
+        if self.router not in ROUTERS:
+            raise ValueError(f"router: expected one of {', '.join(ROUTERS)}, got {self.router!r}")
+
+
+@dataclass(frozen=True)
+class Measurement:
+    warmup_fraction: float = 0.1
+    drain_fraction: float = 0.1
+    timeline_interval_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.warmup_fraction < 1 and 0 <= self.drain_fraction < 1
+                and self.warmup_fraction + self.drain_fraction < 1):
+            raise ValueError("warmup_fraction: warmup_fraction and drain_fraction must be in [0, 1) "
+                             "and sum to less than 1")
+        if self.timeline_interval_s is not None and not self.timeline_interval_s > 0:
+            raise ValueError(f"timeline_interval_s: expected > 0, got {self.timeline_interval_s!r}")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    model: str
+    deployment: Deployment
+    workload: WorkloadSpec
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    weight_dtype: str | None = None
+    kv_dtype: str | None = None
+    slo: SLO = field(default_factory=SLO)
+    economics: Economics = field(default_factory=Economics)
+    measurement: Measurement = field(default_factory=Measurement)
+    seed: int = 0
+    source: str = "<scenario>"
+
+    def model_spec(self) -> ModelSpec:
+        return resolve_model(self.model).with_dtypes(self.weight_dtype, self.kv_dtype)
+
+    def to_dict(self) -> dict[str, Any]:
+        model: dict[str, Any] = {"name": self.model}
+        if self.weight_dtype:
+            model["weight_dtype"] = self.weight_dtype
+        if self.kv_dtype:
+            model["kv_dtype"] = self.kv_dtype
+        plain = lambda obj: {k: v for k, v in dataclasses.asdict(obj).items() if v is not None}  # noqa: E731
+        return {"seed": self.seed, "model": model, "deployment": plain(self.deployment),
+                "scheduler": plain(self.scheduler), "workload": self.workload.to_dict(),
+                "slo": plain(self.slo), "economics": plain(self.economics),
+                "measurement": plain(self.measurement)}
+
+
+_SECTIONS = {"seed", "model", "deployment", "scheduler", "workload", "slo", "economics", "measurement"}
+
+
+def _section(data: dict, key: str, where: str, cls: type, required: bool = False,
+             overrides: dict[str, Any] | None = None) -> Any:
+    raw = data.get(key)
+    if raw is None:
+        if required:
+            raise InputError(where, key, "missing section")
+        raw = {}
+    if not isinstance(raw, dict):
+        raise InputError(where, key, f"expected a table of settings, got {type(raw).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    for name in raw:
+        if name not in names:
+            raise InputError(where, f"{key}.{name}", f"unknown key; expected one of: {', '.join(sorted(names))}")
+    kwargs = {**(overrides or {}), **raw}
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise InputError(where, key, str(exc)) from None
+    except ValueError as exc:
+        fname, _, problem = str(exc).partition(": ")
+        raise InputError(where, f"{key}.{fname}", problem or str(exc)) from None
+
+
+def scenario_from_dict(data: Any, where: str = "<scenario>", base_dir: str | Path | None = None) -> Scenario:
+    if not isinstance(data, dict):
+        raise InputError(where, "", "expected a table of settings")
+    for key in data:
+        if key not in _SECTIONS:
+            raise InputError(where, key, f"unknown section; expected one of: {', '.join(sorted(_SECTIONS))}")
+    seed = data.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise InputError(where, "seed", f"expected an integer >= 0, got {seed!r}")
+    model = data.get("model")
+    if isinstance(model, str):
+        model = {"name": model}
+    if not isinstance(model, dict) or not isinstance(model.get("name"), str):
+        raise InputError(where, "model.name", "expected a preset name or a path to a config.json")
+    for key in model:
+        if key not in ("name", "weight_dtype", "kv_dtype"):
+            raise InputError(where, f"model.{key}", "unknown key; expected name, weight_dtype, kv_dtype")
+    if model.get("weight_dtype") not in (None, *WEIGHT_DTYPES):
+        raise InputError(where, "model.weight_dtype", f"expected one of {', '.join(WEIGHT_DTYPES)}")
+    if model.get("kv_dtype") not in (None, *KV_DTYPES):
+        raise InputError(where, "model.kv_dtype", f"expected one of {', '.join(KV_DTYPES)}")
+    try:
+        resolve_model(model["name"])
+    except InputError as exc:
+        raise InputError(where, "model.name", exc.problem) from None
+    sched_raw = data.get("scheduler") or {}
+    policy = sched_raw.get("policy", "continuous") if isinstance(sched_raw, dict) else "continuous"
+    if policy not in POLICIES:
+        raise InputError(where, "scheduler.policy", f"expected one of {', '.join(POLICIES)}, got {policy!r}")
+    scheduler = _section(data, "scheduler", where, SchedulerConfig,
+                         overrides={"max_num_batched_tokens": DEFAULT_BATCHED_TOKENS[policy]})
+    workload_raw = data.get("workload")
+    if workload_raw is None:
+        raise InputError(where, "workload", "missing section")
+    workload = workload_from_dict(workload_raw, where, base_dir=base_dir)
+    return Scenario(
+        model=model["name"], weight_dtype=model.get("weight_dtype"), kv_dtype=model.get("kv_dtype"),
+        deployment=_section(data, "deployment", where, Deployment, required=True),
+        scheduler=scheduler, workload=workload,
+        slo=_section(data, "slo", where, SLO), economics=_section(data, "economics", where, Economics),
+        measurement=_section(data, "measurement", where, Measurement), seed=seed, source=where)
+
+
+def load_scenario_dict(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise InputError(str(path), "", f"cannot read scenario: {exc.strerror or exc}") from None
+    try:
+        if path.suffix == ".toml":
+            return tomllib.loads(text)
+        if path.suffix in (".yaml", ".yml"):
+            return yaml.safe_load(text) or {}
+        return json.loads(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError, json.JSONDecodeError) as exc:
+        raise InputError(str(path), "", f"cannot parse: {str(exc).splitlines()[0]}") from None
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    return scenario_from_dict(load_scenario_dict(path), str(path), base_dir=Path(path).parent)
+
+
+@dataclass
+class RunResult:
+    scenario: Scenario
+    summary: dict
+    recorder: RunRecorder
+    kv: KVCapacity
+
+    def request_rows(self) -> list[dict]:
+        reasons = self.recorder.rejected_reasons
+        rows = []
+        for r in self.recorder.requests:
+            done = r.finish_s >= 0
+            rows.append({
+                "request_id": r.request_id, "replica": r.replica, "arrival_s": r.arrival_s,
+                "prompt_tokens": r.prompt_tokens, "output_tokens": r.output_tokens,
+                "first_token_s": r.first_token_s if done else None,
+                "finish_s": r.finish_s if done else None,
+                "ttft_s": r.first_token_s - r.arrival_s if done else None,
+                "e2e_s": r.finish_s - r.arrival_s if done else None,
+                "tpot_s": ((r.finish_s - r.first_token_s) / (r.output_tokens - 1)
+                           if done and r.output_tokens > 1 else None),
+                "preemptions": r.num_preemptions, "measured": r.is_measured,
+                "rejected": reasons.get(r.request_id, ""),
+            })
+        return rows
+
+
+def run_scenario(sc: Scenario, profile: Profile | None = None) -> RunResult:
+    model = sc.model_spec()
+    profile = profile or load_profile(sc.deployment.profile)
+    dep, cfg = sc.deployment, sc.scheduler
+    cost = CostModel(model, profile, dep.tp)
+    cap = kv_capacity(model, profile, dep.tp, dep.gpu_memory_utilization, cfg.block_size_tokens,
+                      cfg.max_num_batched_tokens, cfg.max_num_seqs)
+    root = np.random.default_rng(sc.seed)
+    workload_rng, router_rng = root.spawn(2)
+    workload = sc.workload
+    if workload.is_closed_loop:
+        arrival = workload.arrival
+        assert isinstance(arrival, ClosedLoop)
+        if workload.num_requests is None and workload.trace is None:
+            raise InputError(sc.source, "workload.num_requests", "required for a closed loop")
+        n = workload.num_requests if workload.num_requests is not None else len(generate(workload, workload_rng))
+        prompt, output = sample_lengths(workload, workload_rng, n)
+        load: OpenLoop | ClosedLoopLoad = ClosedLoopLoad(arrival.concurrency, arrival.think_time_s, prompt, output)
+        span_guess = None
+    else:
+        table = generate(workload, workload_rng)
+        if len(table) == 0:
+            raise InputError(sc.source, "workload", "the workload has no requests")
+        load = OpenLoop(table.arrival_s, table.prompt_tokens, table.output_tokens, table.prefix_hashes)
+        span_guess = float(table.arrival_s[-1])
+    interval = sc.measurement.timeline_interval_s or (max(span_guess / 2000.0, 0.01) if span_guess else 0.5)
+    recorder = RunRecorder()
+    schedulers = [make_scheduler(cfg, KVCacheManager(cap.num_blocks, cfg.block_size_tokens), recorder,
+                                 model.max_position_embeddings) for _ in range(dep.replicas)]
+    cluster = Cluster(schedulers, [cost] * dep.replicas, dep.router, router_rng, recorder,
+                      sc.measurement.warmup_fraction, sc.measurement.drain_fraction, interval)
+    cluster.run(load)
+    price = profile.price.usd_per_device_h if profile.price else 0.0
+    is_offline = (not workload.is_closed_loop) and span_guess == 0.0
+    ctx = RunContext(dep.replicas, dep.tp, cost.idle_power_w, price, profile.power.method,
+                     profile.power.is_estimated, is_offline, workload.is_closed_loop)
+    summary = summarize(recorder, ctx, sc.slo, sc.economics, sc.measurement.warmup_fraction,
+                        sc.measurement.drain_fraction)
+    summary["model"] = {"name": model.name, "weight_dtype": model.weight_dtype, "kv_dtype": model.kv_dtype,
+                        "params": model.num_params, "weight_bytes": model.weight_bytes}
+    summary["deployment"] = {"profile": profile.name, "profile_source": profile.source,
+                             "profile_path": profile.path, "replicas": dep.replicas, "tp": dep.tp,
+                             "devices": dep.replicas * dep.tp, "scheduler": cfg.policy}
+    summary["kv_cache"] = {"num_blocks_per_replica": cap.num_blocks, "block_size_tokens": cap.block_size_tokens,
+                           "tokens_per_replica": cap.num_tokens,
+                           "activation_reserve_bytes": cap.activation_reserve_bytes}
+    summary["seed"] = sc.seed
+    return RunResult(sc, summary, recorder, cap)

@@ -1,0 +1,152 @@
+"""`calibrate` end to end on the tiny model, its bad-input errors, and power on this machine."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("scipy")
+
+from calibrate import power  # noqa: E402
+from calibrate.cli import main  # noqa: E402
+from sim.profile import load_profile  # noqa: E402
+
+TINY_GRID = ["--model", "tiny", "--batches", "1,2", "--prompt-lens", "8,32", "--contexts", "16,64",
+             "--mixed-chunks", "8", "--mixed-batches", "1", "--repeats", "2",
+             "--time-budget", "20", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def tiny_profile(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("calibrate") / "tiny-cpu.json"
+    assert main(TINY_GRID + ["--device", "cpu", "--output", str(out), "--price-usd-per-h", "0.1"]) == 0
+    return out
+
+
+def test_tiny_calibration_writes_a_loadable_measured_profile(tiny_profile: Path) -> None:
+    profile = load_profile(tiny_profile)
+    assert profile.source == "measured"
+    assert profile.device.kind == "cpu" and profile.device.count == 1
+    assert {"fp32", "bf16"} <= set(profile.device.peak_flops)
+    assert profile.device.memory_bandwidth_bytes_per_s > 1e8
+    assert profile.price is not None and profile.price.usd_per_device_h == 0.1
+    fit = profile.cost.fit
+    assert fit is not None and fit["num_points"] == len(profile.measurements["points"])
+    assert 0 <= fit["median_rel_error"] <= fit["max_rel_error"]
+    prov = profile.provenance
+    assert prov["calibration_model"] == "tiny" and prov["command"].startswith("calibrate ")
+    assert prov["torch_version"] and prov["calibration_dtype"] == profile.cost.compute_dtype
+
+
+def test_points_carry_the_executed_step_shape_and_their_prediction(tiny_profile: Path) -> None:
+    points = load_profile(tiny_profile).measurements["points"]
+    kinds = {p["kind"] for p in points}
+    assert kinds == {"prefill", "decode", "mixed"}
+    for p in points:
+        assert p["seconds"] > 0 and p["predicted_s"] > 0 and "rel_error" in p
+        if p["kind"] == "decode":  # b sequences at context c: each reads c + 1 tokens
+            assert p["num_tokens"] == p["num_seqs"] == p["batch"]
+            assert p["context_tokens"] == p["batch"] * (p["context_tokens_per_seq"] + 1)
+        if p["kind"] == "prefill":
+            assert p["num_tokens"] == p["batch"] * p["prompt_tokens"] == p["num_prefill_tokens"]
+
+
+def test_power_is_reported_as_estimated_on_this_machine(tiny_profile: Path) -> None:
+    if power.readable_rapl_zones():
+        pytest.skip("this machine has readable RAPL counters")
+    profile = load_profile(tiny_profile)
+    assert profile.power.method == "estimated-from-tdp"
+    assert profile.power.is_estimated
+    assert 0 < profile.power.idle_w <= profile.power.decode_w
+    meter = power.make_meter("cpu")
+    assert meter.method == "estimated-from-tdp" and meter.is_estimated
+    with meter.measure() as reading:
+        sum(i * i for i in range(200_000))
+    assert reading.is_estimated and reading.joules is not None and reading.joules > 0
+    assert meter.estimated_idle_w <= reading.watts <= meter.tdp_w + 1e-9
+
+
+def test_fit_subcommand_refits_stored_measurements(tiny_profile: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "refit.json"
+    assert main(["fit", str(tiny_profile), "--output", str(out)]) == 0
+    assert "re-fitted" in capsys.readouterr().out
+    before = json.loads(tiny_profile.read_text())["cost_model"]
+    after = load_profile(out).raw["cost_model"]
+    assert after["fit"]["num_points"] == before["fit"]["num_points"]
+    flat = [v for knot in after["matmul_efficiency_curve"] for v in knot]
+    assert flat == pytest.approx([v for knot in before["matmul_efficiency_curve"] for v in knot],
+                                 rel=1e-3)
+
+
+def _bad_config(tmp_path: Path) -> str:
+    path = tmp_path / "config.json"
+    path.write_text('{"hidden_size": 64, "num_attention_heads": 4}')  # no num_hidden_layers
+    return str(path)
+
+
+def _broken_json(tmp_path: Path) -> str:
+    path = tmp_path / "broken.json"
+    path.write_text("{not json")
+    return str(path)
+
+
+BAD_INPUTS = {
+    "unknown preset": (lambda t: ["--model", "no-such-model"], "no-such-model"),
+    "unreadable config": (lambda t: ["--model", str(t / "missing" / "config.json")], "config.json"),
+    "invalid config json": (lambda t: ["--model", _broken_json(t)], "broken.json"),
+    "config missing field": (lambda t: ["--model", _bad_config(t)], "num_hidden_layers"),
+    "batch zero": (lambda t: ["--model", "tiny", "--batches", "0,1"], "--batches"),
+    "batch not a number": (lambda t: ["--model", "tiny", "--batches", "x"], "--batches"),
+    "beyond max positions": (lambda t: ["--model", "tiny", "--contexts", "4096"], "--contexts"),
+    "grid beyond memory": (lambda t: ["--model", "tiny", "--batches", "200000",
+                                      "--contexts", "500"], "GiB"),
+    "device not present": (lambda t: ["--model", "tiny", "--device", "cuda:7"], "--device"),
+    "unknown device": (lambda t: ["--model", "tiny", "--device", "tpu"], "--device"),
+    "output not writable": (lambda t: TINY_GRID[:-3] + ["--output",
+                                       str(t / "no" / "such" / "dir" / "p.json")], "--output"),
+    "bad budget": (lambda t: ["--model", "tiny", "--time-budget", "-1"], "--time-budget"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(
+        case: str, tmp_path: Path, capsys: pytest.CaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    make_args, needle = BAD_INPUTS[case]
+    args = make_args(tmp_path)
+    if "--output" not in args:
+        args += ["--output", str(tmp_path / "out.json")]
+    try:
+        status = main(args + ["--no-progress"])
+    except SystemExit as exc:  # argparse's own errors
+        status = exc.code
+    err = capsys.readouterr().err.strip()
+    assert status == 2
+    assert len(err.splitlines()) == 1, err
+    assert needle in err
+    assert not list(tmp_path.rglob("*.json*")) or all(
+        p.name in {"config.json", "broken.json"} for p in tmp_path.rglob("*.json*"))
+
+
+def test_fit_of_a_profile_without_measurements_is_bad_input(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "p.json"
+    path.write_text("{}")
+    assert main(["fit", str(path)]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_help_documents_the_flags(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ("--model", "--dtype", "--device", "--batches", "--prompt-lens", "--contexts",
+                 "--time-budget", "--quick", "--output", "--tdp-w", "--price-usd-per-h", "--seed",
+                 "calibrate fit"):
+        assert flag in text

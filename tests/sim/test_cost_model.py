@@ -1,0 +1,71 @@
+"""Cost model: the closed-form decode line equals step-by-step costs; roofline physics."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from sim.cost_model import CostModel, line_total, matmul_efficiency, steps_within
+from sim.errors import InputError
+from sim.model_spec import get_preset
+from sim.plan import PrefillChunk, StepPlan, StepShape
+from sim.profile import profile_from_dict
+
+
+@pytest.mark.parametrize("model", ["llama-3-8b", "mixtral-8x7b", "llama-3-70b"])
+def test_decode_line_equals_each_step(toy_profile, model):
+    tp = 4 if model == "llama-3-70b" else 1
+    cost = CostModel(get_preset(model), toy_profile, tp)
+    a, b, ea, eb = cost.decode_line(12, 12, 12 * 900)
+    for j in (0, 1, 7, 300):
+        step = cost.step_cost(StepShape.for_decode(12, 12 * 900 + 12 * j))
+        assert a + b * j == pytest.approx(step.time_s, rel=1e-12)
+        assert ea + eb * j == pytest.approx(step.energy_j, rel=1e-12)
+
+
+def test_steps_within_inverts_line_total():
+    a, b = 0.01, 1e-5
+    for k in (1, 5, 1000):
+        total = line_total(a, b, k)
+        assert steps_within(a, b, total, 10_000) == k
+        assert steps_within(a, b, total * (1 - 1e-9), 10_000) == k - 1
+
+
+def test_plan_shape_counts_chunks_and_decodes():
+    plan = StepPlan(prefill=(PrefillChunk(1, 0, 100, True), PrefillChunk(2, 50, 30, False)),
+                    decode_ids=(3, 4), decode_context_tokens=500)
+    shape = plan.shape()
+    assert shape.num_tokens == 132 and shape.num_seqs == 4 and shape.num_sampled == 3
+    assert shape.context_tokens == 100 + 80 + 502
+    assert shape.attention_pairs == 100 * 101 // 2 + (30 * 50 + 30 * 31 // 2) + 502
+
+
+def test_roofline_physics(toy_profile, toy_profile_dict):
+    m = get_preset("llama-3-8b")
+    cost = CostModel(m, toy_profile)
+    # batch-1 decode is bound by streaming the weights
+    b1 = cost.step_cost(StepShape.for_decode(1, 1000))
+    assert b1.weights_s > b1.matmul_s
+    assert b1.weights_s == pytest.approx((m.layer_weight_bytes + m.lm_head_bytes) / (2e12 * 0.8), rel=1e-9)
+    # a long prefill is bound by compute
+    pre = cost.step_cost(StepShape.for_prefill([4096]))
+    assert pre.matmul_s > pre.weights_s
+    # more bandwidth => faster batch-1 decode; fp8 weights => faster memory-bound decode
+    fast = dict(toy_profile_dict)
+    fast["device"] = dict(fast["device"], memory_bandwidth_bytes_per_s=4e12)
+    assert CostModel(m, profile_from_dict(fast, "fast")).decode_time(1, 1000) < cost.decode_time(1, 1000)
+    assert CostModel(m.with_dtypes(weight_dtype="fp8"), toy_profile).decode_time(1, 1000) < cost.decode_time(1, 1000)
+    # a compute-bound prefill draws more power than a memory-bound decode
+    assert pre.energy_j / pre.time_s > b1.energy_j / b1.time_s
+
+
+def test_efficiency_curve_interpolates_in_log_tokens(toy_profile):
+    params = dataclasses.replace(toy_profile.cost, matmul_efficiency_curve=((1, 0.1), (100, 0.9)))
+    assert matmul_efficiency(params, 1) == 0.1 and matmul_efficiency(params, 1000) == 0.9
+    assert matmul_efficiency(params, 10) == pytest.approx(0.5)
+
+
+def test_tp_beyond_the_machine_is_an_input_error(toy_profile):
+    with pytest.raises(InputError, match="tensor parallelism 16"):
+        CostModel(get_preset("llama-3-70b"), toy_profile, 16)
