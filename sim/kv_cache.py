@@ -87,13 +87,18 @@ def activation_reserve_bytes(model: ModelSpec, tp: int, max_num_batched_tokens: 
 
 
 def kv_capacity(model: ModelSpec, profile: Profile, tp: int, gpu_memory_utilization: float,
-                block_size_tokens: int, max_num_batched_tokens: int, max_num_seqs: int) -> KVCapacity:
-    """Blocks of KV cache one replica (a TP group) holds. Raises InputError if the model does not fit."""
+                block_size_tokens: int, max_num_batched_tokens: int, max_num_seqs: int,
+                draft: ModelSpec | None = None) -> KVCapacity:
+    """Blocks of KV cache one replica (a TP group) holds. Raises InputError if the model does not fit.
+    A speculative-decoding draft model's weights and KV (one draft KV token per target token)
+    share the same memory."""
     usable = profile.device.memory_bytes * gpu_memory_utilization
-    weights = model.weight_bytes / tp
+    weights = (model.weight_bytes + (draft.weight_bytes if draft else 0.0)) / tp
     reserve = activation_reserve_bytes(model, tp, max_num_batched_tokens, max_num_seqs)
     kv_share = max(1.0 / tp, 1.0 / model.num_kv_heads)
     bytes_per_block = model.kv_bytes_per_token * kv_share * block_size_tokens
+    if draft is not None:
+        bytes_per_block += draft.kv_bytes_per_token * max(1.0 / tp, 1.0 / draft.num_kv_heads) * block_size_tokens
     free = usable - weights - reserve
     num_blocks = int(free // bytes_per_block) if free > 0 else 0
     if num_blocks < 1:
@@ -134,13 +139,12 @@ def blocks_needed_to_grow(residue_counts: list[int], counter: int, num_steps: in
     residue_counts[r] = number of sequences whose (context - counter) % block_size == r. A sequence
     with context c needs a new block before a step when c % block_size == 0 (its blocks are full).
     """
-    total = 0
-    for r, n in enumerate(residue_counts):
-        if n:
-            c0 = (r + counter) % block_size
-            first = (block_size - c0) % block_size  # steps until its context is a multiple
-            if num_steps > first:
-                total += n * (1 + (num_steps - 1 - first) // block_size)
+    full, rem = divmod(num_steps, block_size)
+    total = full * sum(residue_counts)  # every sequence crosses once per block_size steps
+    if rem:  # and once more in the remaining steps if its next crossing comes before they end
+        for r, n in enumerate(residue_counts):
+            if n and (block_size - (r + counter) % block_size) % block_size < rem:
+                total += n
     return total
 
 

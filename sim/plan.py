@@ -107,15 +107,13 @@ class StepPlan:
     def shape(self, repeat_index: int = 0) -> StepShape:
         """The shape of this plan's step number `repeat_index` (decoders' contexts grow by one per step)."""
         n_dec = len(self.decode_ids) + self.num_padding_seqs
-        ctx_before = self.decode_context_tokens + self.padding_context_tokens + repeat_index * n_dec
-        decode = StepShape.for_decode(n_dec, ctx_before)
-        decode = StepShape(decode.num_tokens, decode.num_seqs, len(self.decode_ids),
-                           decode.context_tokens, decode.attention_pairs, 0, self.num_padding_seqs)
-        if not self.prefill:
-            return decode
-        prefill = StepShape.for_prefill([c.num_tokens for c in self.prefill],
-                                        [c.start for c in self.prefill], sampling=False)
-        sampled = sum(1 for c in self.prefill if c.is_sampling)
-        prefill = StepShape(prefill.num_tokens, prefill.num_seqs, sampled, prefill.context_tokens,
-                            prefill.attention_pairs, prefill.num_prefill_tokens)
-        return prefill + decode
+        ctx = self.decode_context_tokens + self.padding_context_tokens + (repeat_index + 1) * n_dec
+        tokens, pairs, prefill_tokens, sampled = n_dec, ctx, 0, len(self.decode_ids)
+        for c in self.prefill:  # one pass: this runs for every prefill or mixed step
+            n, start = c.num_tokens, c.start
+            prefill_tokens += n
+            ctx += start + n
+            pairs += n * start + n * (n + 1) // 2
+            sampled += c.is_sampling
+        return StepShape(tokens + prefill_tokens, n_dec + len(self.prefill), sampled, ctx, pairs,
+                         prefill_tokens, self.num_padding_seqs)

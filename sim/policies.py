@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from sim.kv_cache import KVCacheManager
 from sim.plan import PrefillChunk, StepPlan
+from sim.prefix_cache import PrefixCache
 from sim.request import Request
 from sim.scheduler import BatchScheduler, TokenSink
 
@@ -35,6 +36,7 @@ class SchedulerConfig:
     block_size_tokens: int = 16
     max_batch_size: int = 8  # static
     max_queue_delay_s: float = 0.0  # static
+    enable_prefix_caching: bool = False  # continuous and chunked; needs a trace with prefix hashes
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -43,6 +45,8 @@ class SchedulerConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+        if self.enable_prefix_caching and self.policy == "static":
+            raise ValueError("enable_prefix_caching: not available with static batching")
         if not self.max_queue_delay_s >= 0:
             raise ValueError(f"max_queue_delay_s: expected >= 0, got {self.max_queue_delay_s!r}")
 
@@ -51,8 +55,10 @@ class ContinuousScheduler(BatchScheduler):
     name = "continuous"
 
     def __init__(self, kv: KVCacheManager, sink: TokenSink | None = None, *, max_num_seqs: int = 256,
-                 max_num_batched_tokens: int = 8192, max_model_len: int | None = None) -> None:
-        super().__init__(kv, sink, max_num_seqs=max_num_seqs, max_model_len=max_model_len)
+                 max_num_batched_tokens: int = 8192, max_model_len: int | None = None,
+                 prefix_cache: PrefixCache | None = None) -> None:
+        super().__init__(kv, sink, max_num_seqs=max_num_seqs, max_model_len=max_model_len,
+                         prefix_cache=prefix_cache)
         self.max_num_batched_tokens = max_num_batched_tokens
         self.watermark_blocks = int(WATERMARK_FRACTION * kv.num_blocks)
 
@@ -75,17 +81,17 @@ class ContinuousScheduler(BatchScheduler):
         tokens = 0
         while self.waiting and len(self.decoding) + len(chunks) < self.max_num_seqs:
             req = self.waiting[0]
-            n = req.num_known_tokens - req.num_computed_tokens
+            n = self.remaining_prefill_tokens(req)
             # a recomputed request longer than the budget may run alone
             if tokens + n > self.max_num_batched_tokens and chunks:
                 break
             need = self.kv.blocks_for(n)
-            if self.kv.num_free_blocks - need < self.watermark_blocks and (chunks or self.decoding):
+            if self.available_blocks - need < self.watermark_blocks and (chunks or self.decoding):
                 break
             if not self.start_prefill(req, n, now_s):
                 break
             self.waiting.popleft()
-            chunks.append(PrefillChunk(req.request_id, 0, n, True))
+            chunks.append(PrefillChunk(req.request_id, req.num_computed_tokens, n, True))
             tokens += n
         return chunks
 
@@ -94,8 +100,10 @@ class ChunkedPrefillScheduler(BatchScheduler):
     name = "chunked"
 
     def __init__(self, kv: KVCacheManager, sink: TokenSink | None = None, *, max_num_seqs: int = 256,
-                 max_num_batched_tokens: int = 2048, max_model_len: int | None = None) -> None:
-        super().__init__(kv, sink, max_num_seqs=max_num_seqs, max_model_len=max_model_len)
+                 max_num_batched_tokens: int = 2048, max_model_len: int | None = None,
+                 prefix_cache: PrefixCache | None = None) -> None:
+        super().__init__(kv, sink, max_num_seqs=max_num_seqs, max_model_len=max_model_len,
+                         prefix_cache=prefix_cache)
         self.max_num_batched_tokens = max_num_batched_tokens
         self.watermark_blocks = int(WATERMARK_FRACTION * kv.num_blocks)
 
@@ -130,9 +138,9 @@ class ChunkedPrefillScheduler(BatchScheduler):
             budget -= n
         while self.waiting and budget > 0 and len(self.decoding) + len(self.prefilling) < self.max_num_seqs:
             req = self.waiting[0]
-            n = min(req.num_known_tokens - req.num_computed_tokens, budget)
+            n = min(self.remaining_prefill_tokens(req), budget)
             need = self.kv.blocks_for(n)
-            if self.kv.num_free_blocks - need < self.watermark_blocks and (chunks or self.decoding):
+            if self.available_blocks - need < self.watermark_blocks and (chunks or self.decoding):
                 break
             if not self.start_prefill(req, n, now_s):
                 break
@@ -230,15 +238,19 @@ POLICIES = ("static", "continuous", "chunked")
 
 
 def make_scheduler(config: SchedulerConfig, kv: KVCacheManager, sink: TokenSink | None = None,
-                   max_model_len: int | None = None) -> BatchScheduler:
+                   max_model_len: int | None = None, prefix_block_tokens: int | None = None
+                   ) -> BatchScheduler:
     if config.policy == "static":
         return StaticBatchScheduler(kv, sink, max_batch_size=config.max_batch_size,
                                     max_queue_delay_s=config.max_queue_delay_s,
                                     max_model_len=max_model_len)
+    cache = None
+    if config.enable_prefix_caching and prefix_block_tokens:
+        cache = PrefixCache(prefix_block_tokens, config.block_size_tokens)
     if config.policy == "chunked":
         return ChunkedPrefillScheduler(kv, sink, max_num_seqs=config.max_num_seqs,
                                        max_num_batched_tokens=config.max_num_batched_tokens,
-                                       max_model_len=max_model_len)
+                                       max_model_len=max_model_len, prefix_cache=cache)
     return ContinuousScheduler(kv, sink, max_num_seqs=config.max_num_seqs,
                                max_num_batched_tokens=config.max_num_batched_tokens,
-                               max_model_len=max_model_len)
+                               max_model_len=max_model_len, prefix_cache=cache)

@@ -33,6 +33,10 @@ def format_summary(s: dict) -> str:
             st = s["latency"][key]
             lines.append(f"{label + ' (ms)':<10}" + "".join(
                 f"{_fmt(st[k], scale=1e3, digits=4):>10}" for k in ("mean", "p50", "p90", "p95", "p99")))
+    pc = s.get("prefix_cache") or {}
+    if pc.get("active"):
+        lines.append(f"prefix cache: {_fmt(pc['hit_rate'], '%', 100)} of prompt tokens served from cache "
+                     f"({pc['evictions']} evictions)")
     tp = s["throughput"]
     lines.append(f"throughput: {_fmt(tp['requests_per_s'])} req/s, {_fmt(tp['output_tokens_per_s'], digits=4)} "
                  f"output tok/s, {_fmt(tp['input_tokens_per_s'], digits=4)} input tok/s")

@@ -39,7 +39,7 @@ class Request:
     __slots__ = ("request_id", "arrival_s", "prompt_tokens", "output_tokens", "prefix_hashes",
                  "is_measured", "replica", "num_computed_tokens", "num_output_tokens",
                  "first_token_s", "finish_s", "last_token_s", "num_preemptions", "scheduled_s",
-                 "join_counter", "output_at_join")
+                 "join_counter", "output_at_join", "prefix_refs", "cached_tokens")
 
     def __init__(self, request_id: int, arrival_s: float, prompt_tokens: int, output_tokens: int,
                  prefix_hashes: tuple[int, ...] = (), is_measured: bool = True, replica: int = 0) -> None:
@@ -59,6 +59,8 @@ class Request:
         self.scheduled_s = -1.0  # first time any of its tokens was scheduled
         self.join_counter = 0  # decode-step counter when it (re)joined the decoding set
         self.output_at_join = 0
+        self.prefix_refs: tuple[int, ...] = ()  # prefix-cache entries it holds (a leading run)
+        self.cached_tokens = 0  # prompt tokens it took from the prefix cache (all admissions)
 
     @classmethod
     def from_spec(cls, spec: RequestSpec, is_measured: bool = True, replica: int = 0) -> Request:

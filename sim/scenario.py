@@ -37,6 +37,7 @@ from sim.metrics import SLO, Economics, RunContext, RunRecorder, summarize
 from sim.model_spec import KV_DTYPES, WEIGHT_DTYPES, ModelSpec, resolve_model
 from sim.policies import POLICIES, SchedulerConfig, make_scheduler
 from sim.profile import Profile, load_profile
+from sim.speculative import SpeculativeConfig, SpeculativeCostModel
 from sim.workload import ClosedLoop, WorkloadSpec, generate, sample_lengths, workload_from_dict
 
 DEFAULT_BATCHED_TOKENS = {"continuous": 8192, "chunked": 2048, "static": 8192}
@@ -87,6 +88,7 @@ class Scenario:
     slo: SLO = field(default_factory=SLO)
     economics: Economics = field(default_factory=Economics)
     measurement: Measurement = field(default_factory=Measurement)
+    speculative: SpeculativeConfig | None = None
     seed: int = 0
     source: str = "<scenario>"
 
@@ -103,10 +105,12 @@ class Scenario:
         return {"seed": self.seed, "model": model, "deployment": plain(self.deployment),
                 "scheduler": plain(self.scheduler), "workload": self.workload.to_dict(),
                 "slo": plain(self.slo), "economics": plain(self.economics),
-                "measurement": plain(self.measurement)}
+                "measurement": plain(self.measurement),
+                **({"speculative": plain(self.speculative)} if self.speculative else {})}
 
 
-_SECTIONS = {"seed", "model", "deployment", "scheduler", "workload", "slo", "economics", "measurement"}
+_SECTIONS = {"seed", "model", "deployment", "scheduler", "workload", "slo", "economics", "measurement",
+             "speculative"}
 
 
 def _section(data: dict, key: str, where: str, cls: type, required: bool = False,
@@ -167,7 +171,15 @@ def scenario_from_dict(data: Any, where: str = "<scenario>", base_dir: str | Pat
     if workload_raw is None:
         raise InputError(where, "workload", "missing section")
     workload = workload_from_dict(workload_raw, where, base_dir=base_dir)
+    speculative = None
+    if data.get("speculative") is not None:
+        speculative = _section(data, "speculative", where, SpeculativeConfig)
+        try:
+            resolve_model(speculative.draft_model)
+        except InputError as exc:
+            raise InputError(where, "speculative.draft_model", exc.problem) from None
     return Scenario(
+        speculative=speculative,
         model=model["name"], weight_dtype=model.get("weight_dtype"), kv_dtype=model.get("kv_dtype"),
         deployment=_section(data, "deployment", where, Deployment, required=True),
         scheduler=scheduler, workload=workload,
@@ -216,7 +228,8 @@ class RunResult:
                 "e2e_s": r.finish_s - r.arrival_s if done else None,
                 "tpot_s": ((r.finish_s - r.first_token_s) / (r.output_tokens - 1)
                            if done and r.output_tokens > 1 else None),
-                "preemptions": r.num_preemptions, "measured": r.is_measured,
+                "preemptions": r.num_preemptions, "cached_tokens": r.cached_tokens,
+                "measured": r.is_measured,
                 "rejected": reasons.get(r.request_id, ""),
             })
         return rows
@@ -226,9 +239,14 @@ def run_scenario(sc: Scenario, profile: Profile | None = None) -> RunResult:
     model = sc.model_spec()
     profile = profile or load_profile(sc.deployment.profile)
     dep, cfg = sc.deployment, sc.scheduler
-    cost = CostModel(model, profile, dep.tp)
+    draft = None
+    if sc.speculative is not None:
+        draft = resolve_model(sc.speculative.draft_model).with_dtypes(model.weight_dtype, model.kv_dtype)
+        cost: CostModel = SpeculativeCostModel(model, profile, dep.tp, draft, sc.speculative)
+    else:
+        cost = CostModel(model, profile, dep.tp)
     cap = kv_capacity(model, profile, dep.tp, dep.gpu_memory_utilization, cfg.block_size_tokens,
-                      cfg.max_num_batched_tokens, cfg.max_num_seqs)
+                      cfg.max_num_batched_tokens, cfg.max_num_seqs, draft)
     root = np.random.default_rng(sc.seed)
     workload_rng, router_rng = root.spawn(2)
     workload = sc.workload
@@ -241,16 +259,19 @@ def run_scenario(sc: Scenario, profile: Profile | None = None) -> RunResult:
         prompt, output = sample_lengths(workload, workload_rng, n)
         load: OpenLoop | ClosedLoopLoad = ClosedLoopLoad(arrival.concurrency, arrival.think_time_s, prompt, output)
         span_guess = None
+        prefix_block_tokens = None
     else:
         table = generate(workload, workload_rng)
         if len(table) == 0:
             raise InputError(sc.source, "workload", "the workload has no requests")
         load = OpenLoop(table.arrival_s, table.prompt_tokens, table.output_tokens, table.prefix_hashes)
         span_guess = float(table.arrival_s[-1])
+        prefix_block_tokens = table.prefix_block_tokens
     interval = sc.measurement.timeline_interval_s or (max(span_guess / 2000.0, 0.01) if span_guess else 0.5)
     recorder = RunRecorder()
     schedulers = [make_scheduler(cfg, KVCacheManager(cap.num_blocks, cfg.block_size_tokens), recorder,
-                                 model.max_position_embeddings) for _ in range(dep.replicas)]
+                                 model.max_position_embeddings, prefix_block_tokens)
+                  for _ in range(dep.replicas)]
     cluster = Cluster(schedulers, [cost] * dep.replicas, dep.router, router_rng, recorder,
                       sc.measurement.warmup_fraction, sc.measurement.drain_fraction, interval)
     cluster.run(load)
@@ -268,5 +289,13 @@ def run_scenario(sc: Scenario, profile: Profile | None = None) -> RunResult:
     summary["kv_cache"] = {"num_blocks_per_replica": cap.num_blocks, "block_size_tokens": cap.block_size_tokens,
                            "tokens_per_replica": cap.num_tokens,
                            "activation_reserve_bytes": cap.activation_reserve_bytes}
+    caches = [sch.prefix_cache for sch in schedulers if sch.prefix_cache is not None]
+    looked_up = sum(c.lookup_tokens for c in caches)
+    summary["prefix_cache"] = {
+        "enabled": cfg.enable_prefix_caching, "active": bool(caches),
+        "block_tokens": caches[0].block_tokens if caches else None,
+        "hit_tokens": sum(c.hit_tokens for c in caches), "lookup_tokens": looked_up,
+        "hit_rate": sum(c.hit_tokens for c in caches) / looked_up if looked_up else None,
+        "evictions": sum(c.num_evictions for c in caches)}
     summary["seed"] = sc.seed
     return RunResult(sc, summary, recorder, cap)

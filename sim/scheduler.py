@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from sim.kv_cache import KVCacheManager, blocks_needed_to_grow, max_steps_with_blocks
 from sim.plan import StepPlan
+from sim.prefix_cache import PrefixCache
 from sim.request import Request
 
 
@@ -67,7 +68,8 @@ class BatchScheduler:
     name = "base"
 
     def __init__(self, kv: KVCacheManager, sink: TokenSink | None = None, *,
-                 max_num_seqs: int = 256, max_model_len: int | None = None) -> None:
+                 max_num_seqs: int = 256, max_model_len: int | None = None,
+                 prefix_cache: PrefixCache | None = None) -> None:
         if max_num_seqs < 1:
             raise ValueError(f"max_num_seqs: expected >= 1, got {max_num_seqs}")
         self.kv = kv
@@ -88,6 +90,7 @@ class BatchScheduler:
         self.last_decode_end_s = 0.0
         self.num_preemptions = 0
         self.next_wakeup_s: float | None = None  # a time-based policy asks to be woken then
+        self.prefix_cache = prefix_cache
 
     # ---- what the engines call ---------------------------------------------------------
     def add_request(self, req: Request) -> bool:
@@ -155,12 +158,27 @@ class BatchScheduler:
     def grow_decoders(self, max_steps: int) -> int:
         """Reserve blocks for the decoders to advance up to max_steps; returns the steps granted."""
         steps = max_steps_with_blocks(self._residues, self.counter, max_steps, self.block_size,
-                                      self.kv.num_free_blocks)
+                                      self.available_blocks)
         if steps:
-            ok = self.kv.allocate(blocks_needed_to_grow(self._residues, self.counter, steps,
-                                                        self.block_size))
+            ok = self.allocate(blocks_needed_to_grow(self._residues, self.counter, steps, self.block_size))
             assert ok
         return steps
+
+    @property
+    def available_blocks(self) -> int:
+        """Free blocks plus cached prefix blocks no running request uses (evictable)."""
+        cache = self.prefix_cache
+        return self.kv.num_free_blocks + (cache.evictable_blocks if cache else 0)
+
+    def allocate(self, num_blocks: int) -> bool:
+        """Allocate, evicting unreferenced prefix-cache entries (LRU) if that makes room."""
+        cache = self.prefix_cache
+        if cache is not None and num_blocks > self.kv.num_free_blocks:
+            if num_blocks > self.available_blocks:
+                return False
+            while num_blocks > self.kv.num_free_blocks:
+                self.kv.free(cache.evict_one())
+        return self.kv.allocate(num_blocks)
 
     def decode_plan(self, max_steps: int | None = None) -> StepPlan | None:
         """All decoders for up to max_steps (default: until the first finishes), preempting by
@@ -186,7 +204,7 @@ class BatchScheduler:
         else:
             rid = next(reversed(self.prefilling))
             req = self.prefilling.pop(rid)
-        self.kv.free(self.kv.blocks_for(req.num_computed_tokens))
+        self._free_request_blocks(req)
         req.num_computed_tokens = 0
         req.num_preemptions += 1
         self.num_preemptions += 1
@@ -194,16 +212,68 @@ class BatchScheduler:
         self.sink.preempted(req)
         return req
 
+    def prefix_hit_tokens(self, req: Request) -> int:
+        """Tokens a fresh (or recomputed) request would take from the prefix cache."""
+        cache = self.prefix_cache
+        if cache is None or req.num_computed_tokens or not req.prefix_hashes:
+            return 0
+        usable = (req.num_known_tokens - 1) // cache.block_tokens  # compute at least one token
+        return cache.match(req.prefix_hashes, usable) * cache.block_tokens
+
+    def remaining_prefill_tokens(self, req: Request) -> int:
+        return req.num_known_tokens - max(req.num_computed_tokens, self.prefix_hit_tokens(req))
+
     def start_prefill(self, req: Request, num_tokens: int, now_s: float) -> bool:
-        """Reserve blocks for the next num_tokens of req; False if the cache is full."""
+        """Reserve blocks for the next num_tokens of req (after any prefix-cache hit);
+        False (and nothing changed) if the KV cache is full."""
+        hit = self.prefix_hit_tokens(req)
+        if hit:
+            cache = self.prefix_cache
+            assert cache is not None
+            refs = req.prefix_hashes[:hit // cache.block_tokens]
+            cache.acquire(refs)  # before allocating, so eviction cannot take them
+            req.prefix_refs = refs
+            req.num_computed_tokens = hit
         need = (self.kv.blocks_for(req.num_computed_tokens + num_tokens)
                 - self.kv.blocks_for(req.num_computed_tokens))
-        if not self.kv.allocate(need):
+        if not self.allocate(need):
+            if hit:
+                self.prefix_cache.release(req.prefix_refs)
+                req.prefix_refs = ()
+                req.num_computed_tokens = 0
             return False
+        if self.prefix_cache is not None and req.num_output_tokens == 0 and req.prefix_hashes \
+                and req.request_id not in self.prefilling:
+            self.prefix_cache.lookup_tokens += req.prompt_tokens
+            self.prefix_cache.hit_tokens += hit
+        req.cached_tokens += hit
         if req.scheduled_s < 0:
             req.scheduled_s = now_s
         self.prefilling[req.request_id] = req
         return True
+
+    def _owned_blocks(self, req: Request, context_tokens: int) -> int:
+        shared = len(req.prefix_refs) * self.prefix_cache.kv_blocks_per_entry if req.prefix_refs else 0
+        return self.kv.blocks_for(context_tokens) - shared
+
+    def _free_request_blocks(self, req: Request) -> None:
+        self.kv.free(self._owned_blocks(req, req.num_computed_tokens))
+        if req.prefix_refs:
+            self.prefix_cache.release(req.prefix_refs)
+            req.prefix_refs = ()
+
+    def _donate_prefix(self, req: Request) -> None:
+        """Hand the request's newly computed full prefix blocks to the cache (it keeps a reference)."""
+        cache = self.prefix_cache
+        if cache is None or not req.prefix_hashes:
+            return
+        full = min(len(req.prefix_hashes), req.prompt_tokens // cache.block_tokens)
+        refs = list(req.prefix_refs)
+        for h in req.prefix_hashes[len(refs):full]:
+            if not cache.insert(h):
+                break  # computed concurrently by another request: keep our copy, end the run
+            refs.append(h)
+        req.prefix_refs = tuple(refs)
 
     # ---- internals ---------------------------------------------------------------------
     def _finish_counter(self, req: Request) -> int:
@@ -273,6 +343,7 @@ class BatchScheduler:
             self._on_finished(req, end_s, finished)
 
     def _sample_after_prefill(self, req: Request, end_s: float, finished: list[Request]) -> None:
+        self._donate_prefix(req)
         if req.num_output_tokens == 0:
             req.first_token_s = end_s
         elif req.is_measured:  # recompute after preemption: the gap since its last token
@@ -286,18 +357,17 @@ class BatchScheduler:
 
     def _on_finished(self, req: Request, end_s: float, finished: list[Request]) -> None:
         req.finish_s = end_s
-        self.kv.free(self.kv.blocks_for(req.num_computed_tokens))
+        self._free_request_blocks(req)
         self.sink.finished(req)
         finished.append(req)
 
     def check_invariants(self) -> None:
         """Blocks held by requests == blocks used; every decoder's materialised state is sane."""
-        held = 0
+        held = self.prefix_cache.held_blocks if self.prefix_cache else 0
         for req in self.prefilling.values():
-            held += self.kv.blocks_for(req.num_computed_tokens)
+            held += self._owned_blocks(req, req.num_computed_tokens)
         for req in self.decoding.values():
-            ctx = req.num_computed_tokens + (self.counter - req.join_counter)
-            held += self.kv.blocks_for(ctx)
+            held += self._owned_blocks(req, req.num_computed_tokens + (self.counter - req.join_counter))
         extra = self._extra_held_blocks()
         assert held + extra == self.kv.num_used_blocks, (held, extra, self.kv.num_used_blocks)
         assert self.kv.num_used_blocks + self.kv.num_free_blocks == self.kv.num_blocks

@@ -1,0 +1,118 @@
+"""Cross-model fidelity of a calibrated profile: fit with one model, predict another.
+
+Measures a second model's prefill / decode / mixed steps on this machine with the real runner (the
+same sweep `calibrate` uses) and compares them with what the cost model predicts for that model
+from a profile calibrated with a different model. Prints the profile's error on its own points and
+the cross-model error (median and max of |predicted / measured - 1|), overall and per kind.
+
+    python benchmarks/calibration_fit.py                           # the shipped CPU profile
+    python benchmarks/calibration_fit.py --profile profiles/x.json --model llama-medium-400m
+    python benchmarks/calibration_fit.py --json out.json           # also write the points
+
+Target (issue 2): within 10 % for a second, different-size model on the same machine. Run it on
+a quiet machine: other busy processes skew CPU timings (the sweep retries points measured under
+load and reports the share of CPU other processes took).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from calibrate.power import make_meter  # noqa: E402
+from calibrate.runner import Runner  # noqa: E402
+from calibrate.sweep import Grid, run_sweep  # noqa: E402
+from sim.cost_model import CostModel  # noqa: E402
+from sim.model_spec import resolve_model  # noqa: E402
+from sim.plan import StepShape  # noqa: E402
+from sim.profile import load_profile  # noqa: E402
+
+DEFAULT_PROFILE = ROOT / "profiles" / "amd-epyc-2vcpu-cpu.json"
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(","))
+
+
+def summarise(errors: list[float]) -> str:
+    if not errors:
+        return "no points"
+    absolute = [abs(e) for e in errors]
+    return (f"{len(errors):3d} points  median {statistics.median(absolute):6.1%}  "
+            f"max {max(absolute):6.1%}  mean signed {statistics.fmean(errors):+6.1%}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", default=str(DEFAULT_PROFILE))
+    parser.add_argument("--model", default="llama-medium-400m",
+                        help="the second model (preset or config.json) to measure and predict")
+    parser.add_argument("--dtype", default=None, help="default: the profile's calibrated dtype")
+    parser.add_argument("--batches", type=_ints, default=(1, 2, 4, 8, 16))
+    parser.add_argument("--prompt-lens", type=_ints, default=(16, 64, 256, 512))
+    parser.add_argument("--contexts", type=_ints, default=(128, 512, 2048))
+    parser.add_argument("--time-budget", type=float, default=180.0)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--json", default=None, help="write the measured points here")
+    args = parser.parse_args()
+
+    profile = load_profile(args.profile)
+    dtype = args.dtype or profile.cost.compute_dtype
+    spec = resolve_model(args.model).with_dtypes(dtype, dtype)
+    own = profile.cost.fit or {}
+    print(f"profile {profile.path}: calibrated with {profile.provenance.get('calibration_model')} "
+          f"({profile.provenance.get('calibration_dtype')}); its own points: "
+          f"{own.get('num_points')} points, median {own.get('median_rel_error', float('nan')):.1%}, "
+          f"max {own.get('max_rel_error', float('nan')):.1%}")
+    print(f"measuring {spec.name} ({spec.num_params / 1e6:.0f} M parameters, {dtype}) on this "
+          f"machine; budget {args.time_budget:.0f} s")
+
+    grid = Grid(args.batches, args.prompt_lens, args.contexts, mixed_chunks=(32, 128),
+                mixed_batches=(1, 4), repeats=3, warmup=1)
+    started = time.perf_counter()
+    runner = Runner(spec, dtype, "cpu" if profile.device.kind == "cpu" else "cuda",
+                    grid.max_num_seqs(), grid.max_seq_len(), args.seed,
+                    compile_decode=profile.device.kind == "gpu")
+    model = CostModel(spec, profile)
+    result = run_sweep(runner, grid, spec.name, make_meter(runner.device.type), model.step_time,
+                       args.time_budget, args.seed, progress=True)
+    errors: dict[str, list[float]] = {}
+    for point in result.points:
+        shape = StepShape(*(int(point[f]) for f in ("num_tokens", "num_seqs", "num_sampled",
+                                                     "context_tokens", "attention_pairs",
+                                                     "num_prefill_tokens")))
+        point["predicted_s"] = model.step_time(shape)
+        point["rel_error"] = point["predicted_s"] / point["seconds"] - 1.0
+        errors.setdefault(point["kind"], []).append(point["rel_error"])
+    print(f"measured {len(result.points)} steps in {time.perf_counter() - started:.0f} s "
+          f"({len(result.skipped)} skipped by the budget)")
+    loads = [p["foreign_cpu_share"] for p in result.points if p.get("foreign_cpu_share") is not None]
+    if loads:
+        print(f"other processes' CPU share while measuring: median {statistics.median(loads):.0%}, "
+              f"max {max(loads):.0%}")
+    print(f"cross-model error, {spec.name} predicted from the {profile.name} profile:")
+    for kind in sorted(errors):
+        print(f"  {kind:8s} {summarise(errors[kind])}")
+    everything = [e for v in errors.values() for e in v]
+    print(f"  {'all':8s} {summarise(everything)}")
+    worst = sorted(result.points, key=lambda p: -abs(p["rel_error"]))[:5]
+    print("worst points:")
+    for p in worst:
+        print(f"  {p['kind']:7s} batch {p['batch']:2d} tokens {p['num_tokens']:5d} context "
+              f"{p['context_tokens']:6d}: measured {p['seconds'] * 1e3:8.2f} ms, predicted "
+              f"{p['predicted_s'] * 1e3:8.2f} ms ({p['rel_error']:+.1%})")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"profile": profile.path, "model": spec.to_dict(),
+                                               "points": result.points}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
