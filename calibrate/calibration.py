@@ -12,9 +12,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 from calibrate.cli import (DEFAULT_BUDGET_S, FIT_RESERVE_S, QUICK_BUDGET_S,
                            _check_positive, defaults_for, output_path, print_summary)
@@ -25,7 +29,7 @@ from calibrate.power import make_meter
 from calibrate.profile_builder import (build_document, default_profile_name, power_section,
                                        provenance_section)
 from calibrate.runner import Runner
-from calibrate.sweep import Grid, Point, run_sweep
+from calibrate.sweep import Grid, Point, SweepResult, run_sweep
 from sim.cost_model import CostModel
 from sim.errors import InputError
 from sim.model_spec import BYTES_PER_ELEMENT, ModelSpec, resolve_model
@@ -122,6 +126,26 @@ def check_grid_fits_memory(grid: Grid, spec: ModelSpec, dtype: str, device) -> d
     return {"needed_bytes": int(total), "free_bytes": None if free is None else int(free)}
 
 
+def shrink_to_memory(grid: Grid, spec: ModelSpec, dtype: str, device) -> Grid:
+    """A default grid made to fit: drop its largest batch, then context, then prompt length,
+    until the runner's memory fits (a grid given by flag is checked, never shrunk)."""
+    free = free_memory_bytes(device)
+    if free is None:
+        return grid
+    while sum(memory_needed_bytes(grid, spec, dtype).values()) > MEMORY_HEADROOM * free:
+        if len(grid.batches) > 1:
+            grid = dataclasses.replace(grid, batches=grid.batches[:-1],
+                                       mixed_batches=tuple(b for b in grid.mixed_batches
+                                                           if b < grid.batches[-1]))
+        elif len(grid.contexts) > 1:
+            grid = dataclasses.replace(grid, contexts=grid.contexts[:-1])
+        elif len(grid.prompt_lens) > 1:
+            grid = dataclasses.replace(grid, prompt_lens=grid.prompt_lens[:-1])
+        else:
+            break  # the check that follows names the problem
+    return grid
+
+
 def choose_dtype(requested: str | None, device_type: str, microbench: dict) -> tuple[str, str]:
     """The dtype real inference would use here, and why."""
     if requested:
@@ -163,103 +187,128 @@ def shallow_copy(spec: ModelSpec) -> ModelSpec:
     return dataclasses.replace(spec, name=f"{spec.name}-{layers}layers", num_layers=layers)
 
 
-def run_calibration(args: argparse.Namespace, command: str) -> int:
-    started = time.perf_counter()
+@dataclass
+class Plan:
+    """Everything resolved from the flags before anything slow runs."""
+
+    device: torch.device
+    info: dict
+    base_spec: ModelSpec
+    grid: Grid
+    is_default_grid: bool
+    budget_s: float
+    out: Path
+    name: str
+
+
+def resolve_inputs(args: argparse.Namespace) -> Plan:
+    """Device, model, grid, budget and output, checked; InputError names the flag."""
     device = resolve_device(args.device)
-    defaults = defaults_for(device.type, args.quick)
-    base_spec = resolve_model(args.model or defaults.model)
+    base_spec = resolve_model(args.model or defaults_for(device.type, args.quick).model)
     grid = build_grid(args, device.type, base_spec)
     budget_s = args.time_budget if args.time_budget is not None else (
         QUICK_BUDGET_S if args.quick else DEFAULT_BUDGET_S)
-    if budget_s <= 0:
+    if not budget_s > 0:
         raise InputError("--time-budget", "", f"expected seconds > 0, got {budget_s}")
     for flag, value in (("--tdp-w", args.tdp_w), ("--price-usd-per-h", args.price_usd_per_h)):
         if value is not None and not value >= 0:
             raise InputError(flag, "", f"expected a number >= 0, got {value}")
     check_grid_fits_model(grid, base_spec)
-    memory = check_grid_fits_memory(grid, base_spec, args.dtype or "fp32", device)
+    is_default_grid = not (args.batches or args.prompt_lens or args.contexts)
+    if not is_default_grid:  # a default grid is shrunk to fit once the dtype is known
+        check_grid_fits_memory(grid, base_spec, args.dtype or "bf16", device)
     info = describe_device(device).to_dict()
     default_name = default_profile_name("cpu" if device.type == "cpu" else "gpu", info["name"])
     out = output_path(args.output, default_name)
-    name = args.name or out.stem
-    load_before = _load_average()
+    return Plan(device, info, base_spec, grid, is_default_grid, budget_s, out,
+                args.name or out.stem)
 
-    bench_budget = min(12.0, 0.08 * budget_s)
-    bench = run_microbench(device, default_dtypes(device), budget_s=bench_budget).to_dict()
-    dtype, dtype_reason = choose_dtype(args.dtype, device.type, bench)
-    spec = base_spec.with_dtypes(dtype, dtype)
-    memory = check_grid_fits_memory(grid, spec, dtype, device)
-    meter = make_meter(device.type, device.index or 0, args.tdp_w)
-    idle_w = meter.idle_w(0.0 if meter.is_estimated else 2.0)
 
-    device_section = {
-        "kind": "cpu" if device.type == "cpu" else "gpu",
-        "name": info["name"],
+def device_section(plan: Plan, bench: dict, memory: dict) -> dict:
+    return {
+        "kind": "cpu" if plan.device.type == "cpu" else "gpu",
+        "name": plan.info["name"],
         "count": 1,
-        "memory_bytes": info["memory_bytes"] or memory["needed_bytes"],
+        "memory_bytes": plan.info["memory_bytes"] or memory["needed_bytes"],
         "memory_bandwidth_bytes_per_s": bench["bandwidth"]["bandwidth_bytes_per_s"],
         "peak_flops": {d: r["matmul_flops_per_s"] for d, r in bench["matmul"].items()},
         "interconnect": None,
     }
-    base_power = {"method": meter.method, "idle_w": 0.0, "decode_w": 1.0, "prefill_w": 1.0,
-                  "is_estimated": meter.is_estimated}
-    document = build_document(name=name, device=device_section,
+
+
+def sweep_models(plan: Plan, grid: Grid, spec: ModelSpec, document: dict, meter, args,
+                 deadline: float) -> tuple[list[SweepResult], dict[str, dict]]:
+    """The main sweep on the calibration model, then the probe on its shallow copy."""
+    probe_spec = shallow_copy(spec) if spec.num_layers >= 4 else None
+    probe_reserve = PROBE_SHARE * (deadline - time.perf_counter()) if probe_spec else 0.0
+    jobs = [(spec, None, deadline - probe_reserve)]
+    if probe_spec is not None:
+        jobs.append((probe_spec, probe_points(grid), deadline))
+    results, models = [], {}
+    for model_spec, points, until in jobs:
+        if results and results[0].limits:
+            break  # memory is tight: no probe
+        runner = Runner(model_spec, model_spec.weight_dtype, str(plan.device), grid.max_num_seqs(),
+                        grid.max_seq_len(), args.seed, compile_decode=args.compile_decode)
+        result = run_sweep(runner, grid, model_spec.name, meter,
+                           provisional_predictor(document, model_spec, plan.device.type),
+                           until - time.perf_counter(), args.seed, not args.no_progress, points)
+        del runner
+        if result.points:
+            results.append(result)
+            models[model_spec.name] = model_spec.to_dict()
+    return results, models
+
+
+def run_calibration(args: argparse.Namespace, command: str) -> int:
+    started = time.perf_counter()
+    plan = resolve_inputs(args)
+    load_before = _load_average()
+    dtypes = tuple(dict.fromkeys(default_dtypes(plan.device) + ((args.dtype,) if args.dtype else ())))
+    bench = run_microbench(plan.device, dtypes,
+                           budget_s=min(12.0, 0.08 * plan.budget_s)).to_dict()
+    dtype, dtype_reason = choose_dtype(args.dtype, plan.device.type, bench)
+    spec = plan.base_spec.with_dtypes(dtype, dtype)
+    grid = shrink_to_memory(plan.grid, spec, dtype, plan.device) if plan.is_default_grid else plan.grid
+    memory = check_grid_fits_memory(grid, spec, dtype, plan.device)
+    meter = make_meter(plan.device.type, plan.device.index or 0, args.tdp_w)
+    idle_w = meter.idle_w(0.0 if meter.is_estimated else 2.0)
+    placeholder_power = {"method": meter.method, "idle_w": 0.0, "decode_w": 1.0, "prefill_w": 1.0,
+                         "is_estimated": meter.is_estimated}
+    document = build_document(name=plan.name, device=device_section(plan, bench, memory),
                               provenance={"source": "measured", "date": "pending"},
-                              compute_dtype=dtype, power=base_power,
+                              compute_dtype=dtype, power=placeholder_power,
                               price_usd_per_h=args.price_usd_per_h, microbench=bench, points=[],
                               models={}, limits=[], grid={})
-    progress = not args.no_progress
 
-    # main sweep
-    sweep_deadline = started + budget_s - FIT_RESERVE_S
-    probe_spec = shallow_copy(spec) if spec.num_layers >= 4 else None
-    probe_reserve = PROBE_SHARE * (sweep_deadline - time.perf_counter()) if probe_spec else 0.0
-    runner = Runner(spec, dtype, str(device), grid.max_num_seqs(), grid.max_seq_len(), args.seed,
-                    compile_decode=device.type == "cuda")
-    predict = provisional_predictor(document, spec, device.type)
-    main = run_sweep(runner, grid, spec.name, meter, predict,
-                     sweep_deadline - probe_reserve - time.perf_counter(), args.seed, progress)
-    del runner
-    models = {spec.name: spec.to_dict()}
-    results = [main]
-    if probe_spec is not None and not main.limits:
-        probe_runner = Runner(probe_spec, dtype, str(device), grid.max_num_seqs(),
-                              grid.max_seq_len(), args.seed, compile_decode=device.type == "cuda")
-        probe_predict = provisional_predictor(document, probe_spec, device.type)
-        probe = run_sweep(probe_runner, grid, probe_spec.name, meter, probe_predict,
-                          sweep_deadline - time.perf_counter(), args.seed, progress,
-                          points=probe_points(grid))
-        del probe_runner
-        if probe.points:
-            models[probe_spec.name] = probe_spec.to_dict()
-            results.append(probe)
+    deadline = started + plan.budget_s - FIT_RESERVE_S
+    results, models = sweep_models(plan, grid, spec, document, meter, args, deadline)
     points = [p for r in results for p in r.points]
     if not points:
-        raise InputError("--time-budget", "", f"{budget_s:.0f} s left no time to measure a single "
-                         "grid point; raise the budget or shrink the grid")
-
-    grid_record = grid.to_dict() | {
-        "skipped": [s for r in results for s in r.skipped],
-        "memory": memory,
-        "probe_model": probe_spec.name if len(results) > 1 else None,
-    }
-    document["measurements"].update(points=points, models=models, grid=grid_record,
-                                    limits=[x for r in results for x in r.limits])
+        raise InputError("--time-budget", "", f"{plan.budget_s:.0f} s left no time to measure a "
+                         "single grid point; raise the budget or shrink the grid")
+    document["measurements"].update(
+        points=points, models=models, limits=[x for r in results for x in r.limits],
+        grid=grid.to_dict() | {"skipped": [x for r in results for x in r.skipped],
+                               "memory": memory, "probe_model": list(models)[1:] or None})
+    idle_how = "estimated" if meter.is_estimated else "measured over 2 s before the sweeps"
     document["power"] = power_section(meter.method, meter.is_estimated, idle_w, points,
-                                      meter.details | {"idle": "estimated" if meter.is_estimated
-                                                       else "measured over 2 s before the sweeps"})
+                                      meter.details | {"idle": idle_how})
     meter.close()
+    loads = [p["foreign_cpu_share"] for p in points if p.get("foreign_cpu_share") is not None]
     document["provenance"] = provenance_section(
-        device_info=info, command=command, model_name=base_spec.name, dtype=dtype, grid=grid_record,
-        seconds=time.perf_counter() - started) | {
-        "dtype_choice": dtype_reason, "load_average_before": load_before,
-        "load_average_after": _load_average(),
+        device_info=plan.info, command=command, model_name=plan.base_spec.name, dtype=dtype,
+        grid=grid.to_dict(), seconds=time.perf_counter() - started) | {
+        "dtype_choice": dtype_reason, "compile_decode": args.compile_decode,
+        "load_average_before": load_before, "load_average_after": _load_average(),
+        "other_processes_cpu_share": None if not loads else {
+            "median": round(statistics.median(loads), 3), "max": round(max(loads), 3)},
         "sweep_seconds": round(sum(r.seconds for r in results), 1)}
-    fitted = fit_profile(document, str(out))
+    fitted = fit_profile(document, str(plan.out))
     fitted["provenance"]["calibration_seconds"] = round(time.perf_counter() - started, 1)
-    write_profile(fitted, out)
-    print_summary(out, fitted, time.perf_counter() - started)
-    _warn_if_busy(load_before, device.type)
+    write_profile(fitted, plan.out)
+    print_summary(plan.out, fitted, time.perf_counter() - started)
+    _warn_if_busy(load_before, plan.device.type)
     return 0
 
 

@@ -14,6 +14,9 @@ through every linear layer like real rows and attend to a scratch cache slot at 
 context (`padding_context_tokens // num_padding_seqs`); they sample nothing (the LM head does not
 run for them, as the cost model's StepShape says).
 
+On CPU the linear layers' weights are packed for oneDNN (`Transformer.pack_weights`), which ran
+GEMMs ~2x faster than MKL on the AMD machine this was written on.
+
 Assumed: greedy sampling; one cache slot of max_seq_len positions per running request; the KV
 cache has the model's dtype. With `compile_decode=True` on CUDA, decode-only steps run a static-
 shape path (batch padded to a power of two, context padded to a power of two >= 256) through
@@ -24,16 +27,19 @@ eagerly (it is what gets compiled, so it is tested on CPU).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from calibrate.devices import resolve_device, synchronize
 from calibrate.kv_cache import KVCache
-from calibrate.model import DecodeRun, SeqSpan, StepBatch, Transformer, weight_bytes
+from calibrate.model import (DecodeRun, SeqSpan, StepBatch, Transformer, load_safetensors,
+                             weight_bytes)
 from sim.model_spec import ModelSpec
 from sim.plan import StepPlan
 
+DEFAULT_MAX_SEQ_LEN = 2048
 MIN_CONTEXT_BUCKET = 256
 
 
@@ -41,14 +47,19 @@ class Runner:
     """A model, its KV cache and the per-request token state; executes one StepPlan per call."""
 
     def __init__(self, spec: ModelSpec, dtype: str = "fp32", device: str = "cpu",
-                 max_num_seqs: int = 8, max_seq_len: int = 1024, seed: int = 0,
-                 compile_decode: bool = False) -> None:
+                 max_num_seqs: int = 8, max_seq_len: int | None = None, seed: int = 0,
+                 compile_decode: bool = False, checkpoint: str | Path | None = None) -> None:
+        max_seq_len = max_seq_len or min(DEFAULT_MAX_SEQ_LEN, spec.max_position_embeddings)
         if max_seq_len > spec.max_position_embeddings:
             raise ValueError(f"max_seq_len: {max_seq_len} exceeds the model's "
                              f"max_position_embeddings {spec.max_position_embeddings}")
         self.spec = spec
         self.device = resolve_device(device)
         self.model = Transformer(spec, dtype, self.device, seed, max_seq_len).eval()
+        if checkpoint is not None:
+            load_safetensors(self.model, checkpoint)
+        if self.device.type == "cpu":
+            self.model.pack_weights()
         self.cache = KVCache(spec.num_layers, max_num_seqs, spec.num_kv_heads, max_seq_len,
                              spec.head_dim, self.model.dtype, self.device)
         self._tokens: dict[int, list[int]] = {}
@@ -196,6 +207,9 @@ class Runner:
                     f"StepPlan: prefill chunk of request {rid} covers tokens [{chunk.start}, {end})"
                     f" with is_sampling={chunk.is_sampling}, but the request has {known} known "
                     "tokens (a chunk may not pass them, and samples exactly when it reaches them)")
+            if end > self.max_seq_len:
+                raise ValueError(f"StepPlan: prefill chunk of request {rid} ends at {end}, "
+                                 f"beyond max_seq_len {self.max_seq_len}")
         for rid in plan.decode_ids:
             done, known = computed(rid), len(self._tokens[rid])
             if done != known - 1:
@@ -294,6 +308,7 @@ class Runner:
         for name in ("recompile_limit", "cache_size_limit"):  # one graph per (batch, context) bucket
             if hasattr(config, name):
                 setattr(config, name, max(getattr(config, name), 64))
+                break
         return torch.compile(self.model.decode_static, mode="reduce-overhead", dynamic=False)
 
     def _run_static_decode(self, plan: StepPlan) -> Tensor:

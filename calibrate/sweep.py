@@ -14,7 +14,8 @@ the fit sees exactly what the simulator computes.
 The grid is ordered coarse first: each axis is visited by bisection (ends, then the middle, then
 quarters, ...), and a point's level is the finest of its coordinates, so a sweep cut short by the
 time budget still spans the whole space. A point whose predicted time exceeds the remaining budget
-is skipped (and listed). Predictions come from the cost model with a provisional profile, scaled
+is skipped (and listed), as is one predicted to take more than MAX_POINT_SHARE of the whole
+budget (a huge corner must not eat the time of the rest of the grid). Predictions come from the cost model with a provisional profile, scaled
 by the measured/predicted ratio of the points already run. An out-of-memory error is recorded as
 the limit of its grid row (same kind and batch); the row's longer points are not attempted.
 """
@@ -242,6 +243,7 @@ class ForeignLoad:
         return max(0.0, foreign - 2 * self.tick_s) / max(wall * self.num_cpus, 1e-9)
 
 
+MAX_POINT_SHARE = 0.1  # no single point may be predicted to take more of the sweep's budget
 FOREIGN_LOAD_LIMIT = 0.15  # share of all CPUs used by other processes that makes a point suspect
 MAX_TRIES = 3
 
@@ -336,11 +338,13 @@ def run_sweep(runner: Runner, grid: Grid, model_name: str, meter: EnergyMeter,
             scale = statistics.median(ratios) if ratios else 1.0
             predicted = predict_s(shape_of(point)) * scale
             remaining = budget_s - (time.perf_counter() - started)
-            if predicted * steps_per_point > remaining:
+            cost = predicted * steps_per_point
+            if cost > min(remaining, MAX_POINT_SHARE * budget_s):
+                reason = ("remaining time budget" if cost > remaining
+                          else f"one point may take at most {MAX_POINT_SHARE:.0%} of the budget")
                 result.skipped.append({"kind": point.kind, "batch": point.batch,
                                        "length": point.length, "start": point.start,
-                                       "predicted_s": float(f"{predicted:.4g}"),
-                                       "reason": "time budget"})
+                                       "predicted_s": float(f"{predicted:.4g}"), "reason": reason})
                 continue
             try:
                 record = measure_point(point_runner, point, model_name, grid.repeats,

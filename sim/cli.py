@@ -84,11 +84,86 @@ def _add_profiles(sub) -> None:
     val.add_argument("paths", nargs="*", help="files (default: every profile found)")
 
 
+def _add_dashboard(sub) -> None:
+    p = sub.add_parser("dashboard", help="start the Streamlit what-if dashboard",
+                       description="Start the what-if dashboard (needs `pip install infercast[dashboard]`).")
+    p.add_argument("--address", default="127.0.0.1", help="address to serve on (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8501, help="port (default: 8501)")
+    p.add_argument("--headless", action="store_true", help="do not open a browser")
+
+
+def _add_run_options(p) -> None:
+    """Options shared by plan and sweep: SLO overrides, executor, outputs, progress."""
+    g = p.add_argument_group("SLOs (override the scenario's [slo])")
+    g.add_argument("--slo-ttft-s", type=float)
+    g.add_argument("--slo-tpot-s", type=float)
+    g.add_argument("--slo-e2e-s", type=float)
+    g.add_argument("--stat", choices=("mean", "p50", "p90", "p95", "p99"),
+                   help="statistic each SLO bounds (default: p99)")
+    g.add_argument("--seed", type=int, help="base seed (default: the scenario's)")
+    g.add_argument("--requests-per-run", type=int, help="requests per one-replica run (default: the workload's)")
+    e = p.add_argument_group("where the runs go")
+    e.add_argument("--executor", choices=("local", "ray", "serial"), default="local",
+                   help="local process pool (default), Ray (pip install 'infercast[ray]') or in-process")
+    e.add_argument("--workers", type=int, help="local pool size (default: CPU count)")
+    e.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    o = p.add_argument_group("outputs")
+    o.add_argument("--json", metavar="OUT", help="write the result JSON (input of `infercast report`)")
+    o.add_argument("--report", metavar="OUT", action="append", default=[],
+                   help="write a report: .html (self-contained), .md or .json; may repeat")
+    o.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    o.add_argument("--quiet", action="store_true", help="do not print the result")
+
+
+def _add_plan(sub) -> None:
+    p = sub.add_parser("plan", help="capacity plan: hardware, replicas, cost and energy that meet the SLOs",
+                       description="For each candidate: the highest request rate one replica sustains within "
+                                   "the SLOs, the fewest replicas for the target load (verified by a cluster "
+                                   "simulation), monthly cost, $ and J per token, CO2, headroom, sensitivity "
+                                   "and confidence across seeds; then the cheapest that meets the SLOs.")
+    p.add_argument("scenario", help="scenario file (.toml/.yaml/.json), optionally with a [plan] table")
+    p.add_argument("--candidates", nargs="+", metavar="PROFILE[:tpN]",
+                   help="hardware to compare (default: the scenario's [plan] candidates)")
+    p.add_argument("--target-rate", type=_positive_rate, help="load to plan for, requests/s (default: the workload's)")
+    p.add_argument("--seeds", type=int, help="seeds per answer (default 3)")
+    p.add_argument("--confidence", type=float, help="fraction of seeds an answer must hold for (default 0.95)")
+    p.add_argument("--load-factors", type=_positive_rate, nargs="*", help="sensitivity loads (default 1.5 2)")
+    p.add_argument("--rel-tol", type=float, help="relative precision of the rate search (default 0.03)")
+    _add_run_options(p)
+
+
+def _add_sweep(sub) -> None:
+    p = sub.add_parser("sweep", help="latency/throughput vs load up to and past saturation",
+                       description="Run the scenario at a range of request rates (given, or --auto around "
+                                   "the saturation point) per candidate and mark where it saturates.")
+    p.add_argument("scenario", help="scenario file (.toml/.yaml/.json), optionally with a [sweep] table")
+    rates = p.add_mutually_exclusive_group()
+    rates.add_argument("--rates", type=_positive_rate, nargs="+", metavar="R", help="request rates (req/s)")
+    rates.add_argument("--auto", action="store_true", help="find saturation, then sweep 10%%..150%% of it")
+    p.add_argument("--candidates", nargs="+", metavar="PROFILE[:tpN]",
+                   help="hardware to compare (default: the scenario's deployment)")
+    p.add_argument("--replicas", type=int, help="replicas per deployment (default: the scenario's)")
+    _add_run_options(p)
+
+
+def _add_report(sub) -> None:
+    p = sub.add_parser("report", help="render a plan or sweep result as HTML, Markdown or JSON",
+                       description="Render a result JSON (from `plan --json` / `sweep --json`) as a "
+                                   "self-contained HTML report (opens offline), Markdown or JSON.")
+    p.add_argument("result", help="result JSON")
+    p.add_argument("-o", "--output", action="append", required=True, metavar="OUT",
+                   help="report file: .html, .md or .json; may repeat")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="infercast", description="LLM inference cost and capacity planner.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_simulate(sub)
     _add_profiles(sub)
+    _add_dashboard(sub)
+    _add_plan(sub)
+    _add_sweep(sub)
+    _add_report(sub)
     return parser
 
 
@@ -270,6 +345,169 @@ def cmd_profiles(args: argparse.Namespace) -> int:
     return 2 if bad else 0
 
 
+def dashboard_command(args: argparse.Namespace) -> list[str]:
+    """The `streamlit run` command line; streamlit runs in its own process (sim never imports it)."""
+    app = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
+    if not app.is_file():
+        raise InputError(str(app), "", "the dashboard is not part of this installation of infercast")
+    import importlib.util
+
+    if importlib.util.find_spec("streamlit") is None:
+        raise InputError("infercast dashboard", "", "streamlit is not installed: pip install 'infercast[dashboard]'")
+    return [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", args.address,
+            "--server.port", str(args.port), "--server.headless", "true" if args.headless else "false",
+            "--browser.gatherUsageStats", "false"]
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    import subprocess
+
+    command = dashboard_command(args)
+    print(f"infercast: dashboard on http://{args.address}:{args.port} (Ctrl-C stops it)", file=sys.stderr)
+    return subprocess.call(command)
+
+
+def _plan_inputs(args: argparse.Namespace, table_name: str) -> tuple[dict, dict, str, Path]:
+    """The scenario dict (with command-line SLO/seed overrides) and its [plan] or [sweep] table."""
+    from sim.planner import load_plan_file
+
+    data, plan_table, sweep_table, where, base = load_plan_file(args.scenario)
+    for flag, key in (("slo_ttft_s", "ttft_s"), ("slo_tpot_s", "tpot_s"), ("slo_e2e_s", "e2e_s")):
+        value = getattr(args, flag)
+        if value is not None:
+            if not value > 0:
+                raise InputError("command line", f"--{flag.replace('_', '-')}", f"expected a number > 0, got {value!r}")
+            _set(data, f"slo.{key}", value)
+    if args.seed is not None:
+        if args.seed < 0:
+            raise InputError("command line", "--seed", f"expected an integer >= 0, got {args.seed}")
+        data["seed"] = args.seed
+    return data, plan_table if table_name == "plan" else sweep_table, where, base
+
+
+def _executor(args: argparse.Namespace):
+    from sim.executors import make_executor
+
+    if args.workers is not None and args.workers < 1:
+        raise InputError("command line", "--workers", f"expected an integer >= 1, got {args.workers}")
+    return make_executor(args.executor, args.workers, args.address)
+
+
+class _ProgressBar:
+    """A tqdm bar on stderr counting finished runs (its total grows as rounds are submitted)."""
+
+    def __init__(self, desc: str, enabled: bool) -> None:
+        self.bar = None
+        self.desc = desc
+        self.enabled = enabled
+
+    def __call__(self, done: int, submitted: int) -> None:
+        if self.bar is None and self.enabled:  # created at the first run, not before input is checked
+            self.enabled = False
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                return
+            tqdm.monitor_interval = 0  # no monitor thread (the local pool forks)
+            self.bar = tqdm(total=0, desc=self.desc, unit="run", file=sys.stderr, dynamic_ncols=True, leave=True)
+        if self.bar is not None:
+            self.bar.total = submitted
+            self.bar.n = done
+            self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _write_outputs(result: dict, args: argparse.Namespace) -> None:
+    import json
+
+    from sim.report import result_text, write_report
+
+    if not args.quiet:
+        print(result_text(result))
+    if args.json:
+        _atomic_write_text(args.json, json.dumps(result, indent=1, allow_nan=False) + "\n")
+    for out in args.report:
+        write_report(result, out)
+        print(f"infercast: wrote {out}", file=sys.stderr)
+
+
+def _check_report_paths(paths: list[str]) -> None:
+    from sim.report import report_format
+
+    for out in paths:
+        report_format(out)
+        _check_writable(out)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from sim.planner import candidates_from, plan, settings_from_dict
+
+    _check_writable(args.json)
+    _check_report_paths(args.report)
+    data, table, where, base = _plan_inputs(args, "plan")
+    candidates = candidates_from(args.candidates, table, where)
+    overrides = {"target_rate_per_s": args.target_rate, "seeds": args.seeds, "confidence": args.confidence,
+                 "stat": args.stat, "rel_tol": args.rel_tol, "requests_per_run": args.requests_per_run,
+                 "load_factors": tuple(args.load_factors) if args.load_factors is not None else None}
+    settings = settings_from_dict({k: v for k, v in table.items() if k != "candidates"}, where, overrides)
+    bar = _ProgressBar("plan", not args.no_progress)
+    with _executor(args) as executor:
+        try:
+            result = plan(data, candidates, settings, executor, where, base, bar)
+        finally:
+            bar.close()
+    _write_outputs(result, args)
+    if result["interrupted"]:
+        print("infercast: interrupted; finished candidates were kept", file=sys.stderr)
+        return 130
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from sim.planner import candidates_from
+    from sim.sweep import sweep
+
+    _check_writable(args.json)
+    _check_report_paths(args.report)
+    data, table, where, base = _plan_inputs(args, "sweep")
+    for key in table:
+        if key not in ("rates", "candidates", "stat", "requests_per_run", "replicas"):
+            raise InputError(where, f"sweep.{key}", "unknown key; expected rates, candidates, stat, "
+                             "requests_per_run, replicas")
+    rates = args.rates if args.rates is not None else (None if args.auto else table.get("rates"))
+    candidates = None
+    if args.candidates is not None or table.get("candidates"):
+        candidates = candidates_from(args.candidates, table, where)
+    bar = _ProgressBar("sweep", not args.no_progress)
+    with _executor(args) as executor:
+        try:
+            result = sweep(data, candidates, rates, executor, where, base, bar,
+                           stat=args.stat or table.get("stat", "p99"),
+                           requests_per_run=args.requests_per_run or table.get("requests_per_run"),
+                           replicas=args.replicas or table.get("replicas"))
+        finally:
+            bar.close()
+    _write_outputs(result, args)
+    if result["interrupted"]:
+        print("infercast: interrupted; finished points were kept", file=sys.stderr)
+        return 130
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from sim.report import load_result, write_report
+
+    _check_report_paths(args.output)
+    result = load_result(args.result)
+    for out in args.output:
+        write_report(result, out)
+        print(f"infercast: wrote {out}", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -278,6 +516,14 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_simulate(args)
         if args.command == "profiles":
             return cmd_profiles(args)
+        if args.command == "dashboard":
+            return cmd_dashboard(args)
+        if args.command == "plan":
+            return cmd_plan(args)
+        if args.command == "sweep":
+            return cmd_sweep(args)
+        if args.command == "report":
+            return cmd_report(args)
     except InputError as exc:
         print(f"infercast: error: {exc}", file=sys.stderr)
         return 2

@@ -144,6 +144,7 @@ class ClosedLoopLoad:
     think_time_s: float
     prompt_tokens: np.ndarray  # one per request, in issue order
     output_tokens: np.ndarray
+    prefix_hashes: tuple[tuple[int, ...], ...] | None = None
 
 
 class Cluster:
@@ -198,8 +199,9 @@ class Cluster:
             counter[0] += 1
             done = env.event()
             self._done_events[i] = done
+            hashes = load.prefix_hashes[i] if load.prefix_hashes else ()
             self._arrive(Request(i, env.now, int(load.prompt_tokens[i]), int(load.output_tokens[i]),
-                                 (), lo <= i < hi))
+                                 hashes, lo <= i < hi))
             yield done
             if load.think_time_s > 0:
                 yield env.timeout(load.think_time_s)

@@ -34,6 +34,8 @@ def make_task(scenario: dict, profile_doc: dict | None = None, profile_path: str
         if extra not in EXTRAS:
             raise ValueError(f"extras: expected some of {', '.join(EXTRAS)}, got {extra!r}")
     return {"scenario": scenario, "profile": profile_doc, "profile_path": profile_path, "extras": list(extras)}
+# Callers may add keys run_task ignores: "tag" (theirs, to recognise a result) and "weight" (a
+# relative cost, so the planner can start long runs first).
 
 
 def run_task(task: dict[str, Any]) -> dict[str, Any]:
@@ -98,6 +100,12 @@ def _ignore_sigint() -> None:  # workers leave Ctrl-C to the parent, which stops
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def _context() -> mp.context.BaseContext:
+    """fork where the platform has it (no re-import of the caller's __main__, fast start), else spawn."""
+    methods = mp.get_all_start_methods()
+    return mp.get_context("fork" if "fork" in methods else "spawn")
+
+
 def _indexed_run(item: tuple[int, dict]) -> tuple[int, dict]:
     return item[0], run_task(item[1])
 
@@ -120,7 +128,7 @@ class LocalExecutor:
             yield from SerialExecutor().imap(tasks)
             return
         if self._pool is None:
-            self._pool = mp.get_context("spawn").Pool(self.workers, initializer=_ignore_sigint)
+            self._pool = _context().Pool(self.workers, initializer=_ignore_sigint)
         try:
             yield from self._pool.imap_unordered(_indexed_run, list(enumerate(tasks)), chunksize=1)
         except BaseException:

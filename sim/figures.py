@@ -12,14 +12,15 @@ Data helpers (no plotly needed) turn a run into the plain data the builders take
 
 Builders (stable API; keyword arguments may grow, never be renamed):
 
-* `latency_vs_load(curves, slo=None, metrics=("ttft_s", "tpot_s"), stat="p99")`
+* `latency_vs_load(curves, slo=None, metrics=("ttft_s", "tpot_s"), stat="p99", title=None, log_axes=True)`
     curves: [{"label": str, "points": [point, ...], "saturation_rate_per_s": float | None,
               "max_rate_per_s": float | None}], a point being any dict with "rate_per_s" and the
     run summary's "overloaded" and "latency" keys (a whole summary plus "rate_per_s" will do).
-    One row per metric; the SLO as a horizontal line; each curve's saturation point (and the
-    highest rate meeting the SLOs, when given) as a marked vertical line; overloaded points, which
-    have no latency, as crosses on the axis floor.
-* `throughput_vs_load(curves)`: achieved output tokens/s and goodput req/s against offered load.
+    One row per metric; the SLO as a horizontal line; each curve's saturation point (dotted) and
+    the highest rate meeting the SLOs (dashed), when given, as vertical lines; overloaded points,
+    which have no latency, as crosses on the panel's floor. Log-scale axes unless log_axes=False.
+* `throughput_vs_load(curves, log_axes=True)`: achieved output tokens/s and goodput req/s against
+    offered load.
 * `latency_cdfs(cdfs, slo=None, metrics=("ttft_s", "tpot_s", "e2e_s"))`
     cdfs: {label: {metric: {"p": [...], "x": [...]}}}; one panel per metric, SLO as a vertical line.
 * `timeseries(timeline, title=None, max_replicas=8)`
@@ -135,11 +136,18 @@ def _subplots(**kwargs):
 
 def latency_vs_load(curves: Sequence[Mapping], slo: Mapping[str, float | None] | None = None,
                     metrics: Sequence[str] = ("ttft_s", "tpot_s"), stat: str = "p99",
-                    title: str | None = None):
-    """Latency `stat` against offered load per curve, one row per metric (see module doc)."""
+                    title: str | None = None, log_axes: bool = True):
+    """Latency `stat` against offered load per curve, one row per metric (see module doc).
+    log_axes: log-scale rate and latency (candidates an order of magnitude apart stay readable);
+    overloaded points then sit on each panel's floor (70% of its lowest latency)."""
     go = _go()
-    fig = _subplots(rows=len(metrics), cols=1, shared_xaxes=True, vertical_spacing=0.08,
-                    subplot_titles=[f"{stat} {METRIC_LABELS.get(m, m)}" for m in metrics])
+    fig = _subplots(rows=len(metrics), cols=1, shared_xaxes=True, vertical_spacing=0.06)
+    floors = []
+    for metric in metrics:
+        values = [_get(p, "latency", metric, stat) for c in curves for p in c.get("points", [])
+                  if not p.get("overloaded")]
+        values = [v * 1e3 for v in values if _finite(v) and v > 0]
+        floors.append(0.7 * min(values) if (values and log_axes) else (1.0 if log_axes else 0.0))
     for i, curve in enumerate(curves):
         color = color_for(i)
         pts = sorted(curve.get("points", []), key=lambda p: p["rate_per_s"])
@@ -154,32 +162,43 @@ def latency_vs_load(curves: Sequence[Mapping], slo: Mapping[str, float | None] |
             over = [p for p in pts if p.get("overloaded")]
             if over:
                 fig.add_trace(go.Scatter(
-                    x=[p["rate_per_s"] for p in over], y=[0.0] * len(over), mode="markers",
+                    x=[p["rate_per_s"] for p in over], y=[floors[row - 1]] * len(over), mode="markers",
                     name=f"{curve['label']} overloaded", legendgroup=curve["label"], showlegend=False,
                     marker={"symbol": "x", "size": 9, "color": color},
                     hovertemplate="%{x:.3g} req/s: overloaded<extra>" + curve["label"] + "</extra>"),
                     row=row, col=1)
-        for key, dash, text in (("saturation_rate_per_s", "dot", "saturation"),
-                                ("max_rate_per_s", "dash", "max rate meeting SLOs")):
+        for key, dash, text in (("saturation_rate_per_s", "dot", "sat."), ("max_rate_per_s", "dash", "")):
             rate = curve.get(key)
-            if _finite(rate):
-                fig.add_vline(x=rate, line={"color": color, "dash": dash, "width": 1.5},
-                              annotation_text=f"{curve['label']} {text} {rate:.3g}/s",
-                              annotation_font_size=10, annotation_textangle=-90)
+            if not _finite(rate):
+                continue
+            for row in range(1, len(metrics) + 1):
+                fig.add_vline(x=rate, line={"color": color, "dash": dash, "width": 1.5}, row=row, col=1)
+            # annotations on a log axis take log10 coordinates (shapes take data values)
+            fig.add_annotation(x=math.log10(rate) if log_axes else rate, y=1.0, xref="x", yref="y domain",
+                               text=f"{text} {rate:.3g}/s".strip(), showarrow=False, yanchor="bottom",
+                               font={"size": 10, "color": color})
     for row, metric in enumerate(metrics, start=1):
         limit = _get(slo, metric) if slo else None
         if _finite(limit):
-            fig.add_hline(y=limit * 1e3, line={"color": "black", "dash": "dash"}, row=row, col=1,
-                          annotation_text=f"SLO {limit * 1e3:.4g} ms", annotation_position="top left")
-        fig.update_yaxes(title_text="ms", rangemode="tozero", row=row, col=1)
+            fig.add_hline(y=limit * 1e3, line={"color": "black", "dash": "dash"}, row=row, col=1)
+            y = limit * 1e3
+            fig.add_annotation(x=0.0, y=math.log10(y) if log_axes else y, xref=f"x{'' if row == 1 else row} domain",
+                               yref=f"y{'' if row == 1 else row}", text=f"SLO {y:.4g} ms", showarrow=False,
+                               xanchor="left", yanchor="bottom", font={"size": 11})
+        fig.update_yaxes(title_text=f"{stat} {METRIC_LABELS.get(metric, metric)} (ms)", row=row, col=1,
+                         **({"type": "log"} if log_axes else {"rangemode": "tozero"}))
+    if log_axes:
+        fig.update_xaxes(type="log")
     fig.update_xaxes(title_text="offered load (requests/s)", row=len(metrics), col=1)
     fig.update_layout(template=TEMPLATE, title=title or f"{stat} latency vs load",
-                      height=300 * len(metrics) + 80, legend={"orientation": "h", "y": -0.12})
+                      height=300 * len(metrics) + 100, legend={"orientation": "h", "y": -0.12},
+                      margin={"t": 110})
     return fig
 
 
-def throughput_vs_load(curves: Sequence[Mapping], title: str | None = None):
-    """Achieved output tokens/s and goodput (req/s meeting SLOs) against offered load."""
+def throughput_vs_load(curves: Sequence[Mapping], title: str | None = None, log_axes: bool = True):
+    """Achieved output tokens/s and goodput (req/s meeting SLOs) against offered load (log rate
+    axis by default)."""
     go = _go()
     fig = _subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.1,
                     subplot_titles=["output tokens/s", "goodput (requests/s meeting every SLO)"])
@@ -196,6 +215,8 @@ def throughput_vs_load(curves: Sequence[Mapping], title: str | None = None):
         rate = curve.get("saturation_rate_per_s")
         if _finite(rate):
             fig.add_vline(x=rate, line={"color": color, "dash": "dot", "width": 1.5})
+    if log_axes:
+        fig.update_xaxes(type="log")
     fig.update_xaxes(title_text="offered load (requests/s)", row=2, col=1)
     fig.update_yaxes(rangemode="tozero")
     fig.update_layout(template=TEMPLATE, title=title or "throughput vs load (x: overloaded)", height=620,
@@ -304,7 +325,7 @@ def _short(value: float | None) -> str:
     if value is None:
         return "n/a"
     if abs(value) >= 1e4:
-        return f"{value:.3g}"
+        return f"{value:,.0f}"
     return f"{value:.4g}"
 
 
@@ -315,14 +336,14 @@ def plan_figures(plan: Mapping) -> dict[str, Any]:
     cands = plan.get("candidates", [])
     slo = _get(plan, "question", "slo") or {}
     figs: dict[str, Any] = {}
-    curves = [{"label": c["label"], "points": c.get("search_points", []),
+    curves = [{"label": c["label"], "points": [p for p in c.get("search_points", []) if p.get("seed_index", 0) == 0],
                "saturation_rate_per_s": _get(c, "saturation_rate_per_s"),
                "max_rate_per_s": c.get("max_rate_per_replica_per_s")} for c in cands]
     if any(c["points"] for c in curves):
         metrics = [m for m in ("ttft_s", "tpot_s", "e2e_s") if _finite(slo.get(m))] or ["ttft_s", "tpot_s"]
         figs["latency_vs_load"] = latency_vs_load(
             curves, slo, metrics=metrics, stat=plan.get("criterion", {}).get("stat", "p99"),
-            title="one replica: latency vs load (dashed vertical: max rate meeting the SLOs)")
+            title="one replica, first seed: latency vs load (dashed: max rate meeting the SLOs; x: overloaded)")
     rows = [bar_row(c, plan) for c in cands]
     if rows:
         figs["candidates"] = candidate_bars(rows)

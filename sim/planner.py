@@ -4,10 +4,13 @@ costs per month and per token, and how sure we are (across seeds).
 
 The SLO criterion (`Criterion`): a run *meets the SLOs* when
   (1) it is not overloaded (`summary["overloaded"]` is false: the waiting queue does not grow
-      through the measurement window) and rejected no request, and
+      through the measurement window) and at least one measured request completed, and
   (2) for every SLO set in the scenario (ttft_s, tpot_s, e2e_s), the chosen statistic (`stat`,
       default p99; one of mean, p50, p90, p95, p99) of that latency over the measured requests is
       at most the SLO.
+Requests a deployment can never serve (rejected: a prompt longer than max_num_batched_tokens, a
+request larger than the KV cache or the model's context) do not depend on the load, so they do not
+count against capacity; the plan reports how many there were, per candidate.
 
 The search, per candidate and per seed: runs of one replica at rate r (the workload's arrival
 process with its rate set to r; the same seed at every r, so arrival gaps scale exactly with 1/r:
@@ -136,7 +139,8 @@ def settings_from_dict(raw: Any, where: str, overrides: dict[str, Any] | None = 
     names = set(PlanSettings.__dataclass_fields__)
     for key in raw:
         if key not in names:
-            raise InputError(where, f"plan.{key}", f"unknown key; expected one of: candidates, {', '.join(sorted(names))}")
+            raise InputError(where, f"plan.{key}",
+                             f"unknown key; expected one of: candidates, {', '.join(sorted(names))}")
     raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
     try:
         return PlanSettings(**raw)
@@ -184,7 +188,7 @@ def candidates_from(texts: Sequence[str] | None, plan_table: dict, where: str) -
 
 @dataclass(frozen=True)
 class Criterion:
-    """See the module docstring: not overloaded, nothing rejected, `stat` of each SLO'd latency <= SLO."""
+    """See the module docstring: not overloaded, and `stat` of each SLO'd latency <= its SLO."""
 
     slo: dict[str, float]
     stat: str = "p99"
@@ -192,8 +196,6 @@ class Criterion:
     def check(self, summary: dict) -> tuple[bool, str]:
         if summary["overloaded"]:
             return False, "overloaded"
-        if summary["requests"]["rejected"]:
-            return False, f"{summary['requests']['rejected']} requests rejected"
         if not summary["requests"]["measured_completed"]:
             return False, "no measured request completed"
         for metric, limit in self.slo.items():
@@ -205,7 +207,7 @@ class Criterion:
 
     def describe(self) -> str:
         parts = [f"{self.stat} {m[:-2].upper()} <= {v:g} s" for m, v in self.slo.items()]
-        return ("not overloaded, no rejected requests, and " + " and ".join(parts)
+        return ("not overloaded, and " + " and ".join(parts)
                 + " (over the measured requests of the run)")
 
 
@@ -348,8 +350,10 @@ def gather(coroutines: Sequence[Coroutine]) -> Coroutine:
     return values
 
 
-def drive(co: Coroutine, executor: Executor, progress: ProgressFn | None = None) -> Any:
-    """Run a coroutine's batches on an executor until it returns."""
+def drive(co: Coroutine, executor: Executor, progress: ProgressFn | None = None,
+          on_result: Callable[[dict, dict], None] | None = None) -> Any:
+    """Run a coroutine's batches on an executor until it returns. on_result(task, result) sees
+    each result as it arrives (so an interrupted batch still keeps its finished runs)."""
     done = submitted = 0
     try:
         batch = next(co)
@@ -360,8 +364,13 @@ def drive(co: Coroutine, executor: Executor, progress: ProgressFn | None = None)
         if progress:
             progress(done, submitted)
         results: list[dict] = [{}] * len(batch)
-        for index, result in executor.imap(batch):
+        # longest runs first, so a round does not wait on one big run started last
+        order = sorted(range(len(batch)), key=lambda i: -batch[i].get("weight", 1))
+        for k, result in executor.imap([batch[i] for i in order]):
+            index = order[k]
             results[index] = result
+            if on_result:
+                on_result(batch[index], result)
             done += 1
             if progress:
                 progress(done, submitted)
@@ -422,7 +431,7 @@ def capacity_estimate(scenario_dict: dict, cand: Candidate, profile: Any, where:
     return 1.0 / per_request_s
 
 
-def _compact(summary: dict) -> dict:
+def compact_summary(summary: dict) -> dict:
     keep = ("overloaded", "overload", "window_s", "requests", "latency", "throughput", "goodput", "energy",
             "cost", "co2_g", "utilisation")
     return {k: summary[k] for k in keep if k in summary}
@@ -448,18 +457,21 @@ def _probe_task(ctx: _Context, cand: Candidate, profile: Any, replicas: int, rat
     start_s = ctx.shape.start_s(seed_index, ctx.settings.seeds, n)
     d = with_load(with_deployment(ctx.scenario, cand, replicas), rate, n, ctx.base_seed + seed_index,
                   ctx.shape.base_rate_per_s, start_s)
-    return make_task(d, profile.raw, profile.path, extras)
+    task = make_task(d, profile.raw, profile.path, extras)
+    task["weight"] = n * replicas  # a rough cost: requests x replicas stepping
+    return task
 
 
-def _seed_search(ctx: _Context, cand: Candidate, profile: Any, seed_index: int, start: float,
-                 points: list[dict]) -> Coroutine:
+def _seed_search(ctx: _Context, cand: Candidate, profile: Any, seed_index: int, start: float) -> Coroutine:
+    """One seed's search; its runs are recorded as search points by `plan`'s on_result as they finish."""
     search = rate_search(start, ctx.settings.rel_tol, start * 1e-4, start * 1e3)
     rate = next(search)
     while True:
-        (result,) = yield [_probe_task(ctx, cand, profile, 1, rate, seed_index)]
-        ok, reason = ctx.criterion.check(result["summary"])
-        points.append({"rate_per_s": rate, "seed_index": seed_index, "seed": ctx.base_seed + seed_index,
-                       "passes": ok, "reason": reason, **_compact(result["summary"])})
+        task = _probe_task(ctx, cand, profile, 1, rate, seed_index)
+        task["tag"] = {"label": cand.label, "rate_per_s": rate, "seed_index": seed_index,
+                       "seed": ctx.base_seed + seed_index}
+        (result,) = yield [task]
+        ok, _ = ctx.criterion.check(result["summary"])
         try:
             rate = search.send(ok)
         except StopIteration as stop:
@@ -470,8 +482,9 @@ def _size(ctx: _Context, cand: Candidate, profile: Any, load: float, replicas: i
           attempts: list[dict]) -> Coroutine:
     """Smallest replica count >= `replicas` whose cluster run meets the SLOs for enough seeds."""
     need = math.ceil(ctx.settings.confidence * ctx.settings.seeds - 1e-9)
+    limit = min(ctx.settings.max_replicas, max(2 * replicas, replicas + 8))
     while True:
-        if replicas > ctx.settings.max_replicas:
+        if replicas > limit:
             return None, []
         tasks = [_probe_task(ctx, cand, profile, replicas, load, s, extras if s == 0 else
                              [e for e in extras if e != "timeline"]) for s in range(ctx.settings.seeds)]
@@ -494,7 +507,7 @@ def _candidate(ctx: _Context, cand: Candidate, record: dict) -> Coroutine:
     from sim.profile import load_profile
 
     profile = load_profile(cand.profile)
-    record.update(_profile_facts(cand, profile))
+    record.update(profile_facts(cand, profile))
     try:
         start = 0.5 * capacity_estimate(ctx.scenario, cand, profile, ctx.where)
     except InputError as exc:
@@ -503,19 +516,18 @@ def _candidate(ctx: _Context, cand: Candidate, record: dict) -> Coroutine:
         record.update(status="does_not_fit", message=exc.problem)
         return
     s = ctx.settings
-    record["search_points"] = points = []
-    found = yield from gather([_seed_search(ctx, cand, profile, k, start, points) for k in range(s.seeds)])
-    points.sort(key=lambda p: (p["seed_index"], p["rate_per_s"]))
+    found = yield from gather([_seed_search(ctx, cand, profile, k, start) for k in range(s.seeds)])
+    points = record["search_points"]
     rates = [lo or 0.0 for lo, _ in found]
     record["max_rate_by_seed"] = rates
     record["max_rate_range"] = [min(rates), max(rates)]
     rate = _quantile(rates, 1.0 - s.confidence, "lower")
     record["max_rate_per_replica_per_s"] = rate
     if rate <= 0:
-        floor = min(p["rate_per_s"] for p in points)
+        lowest = min(points, key=lambda p: (p["rate_per_s"], p["seed_index"]))
         record.update(status="cannot_meet_slo",
-                      message=f"misses the SLOs even at {floor:.3g} req/s on one replica "
-                              f"({points[0]['reason'] if points else ''})")
+                      message=f"misses the SLOs even at {lowest['rate_per_s']:.3g} req/s on one replica "
+                              f"({lowest['reason']})")
         return
     by_seed = [math.ceil(ctx.target_rate_per_s / r - 1e-9) if r > 0 else None for r in rates]
     record["replicas_by_seed"] = by_seed
@@ -532,19 +544,38 @@ def _candidate(ctx: _Context, cand: Candidate, record: dict) -> Coroutine:
     record["sensitivity"] = [_sensitivity_row(ctx, cand, profile, f, load, *sized[i + 1], attempts[i + 1])
                              for i, (f, load) in enumerate(zip(s.load_factors, loads[1:]))]
     if replicas is None:
-        record.update(status="exceeds_max_replicas",
-                      message=f"needs more than max_replicas = {s.max_replicas} replicas")
+        tried = attempts[0][-1]["replicas"] if attempts[0] else first
+        record.update(status="not_verified",
+                      message=f"the cluster simulation missed the SLOs up to {tried} replicas "
+                              f"(max_replicas = {s.max_replicas}); last: {_last_reason(attempts[0])}")
         record["verification"] = {"attempts": attempts[0]}
         return
     record.update(_economics(ctx, cand, profile, replicas, rate, results))
     record["verification"] = {"replicas": replicas, "rate_per_s": ctx.target_rate_per_s,
                               "attempts": attempts[0], **_latency_confidence(ctx, results)}
+    rejected = [r["summary"]["requests"]["rejected"] for r in results]
+    reasons: dict[str, int] = {}
+    for r in results:
+        for reason, count in r["summary"]["requests"]["rejected_by_reason"].items():
+            reasons[reason] = reasons.get(reason, 0) + count
+    record["rejected_requests"] = {"by_seed": rejected, "by_reason": reasons}
     record["cdf"] = _pooled_cdf(results)
     record["timeline"] = results[0].get("timeline")
-    record.update(status="ok", message="")
+    message = ""
+    if any(rejected):
+        message = (f"warning: {sum(rejected)} requests can never be served with this configuration "
+                   f"({', '.join(f'{k} {v}' for k, v in reasons.items())}); they are not counted")
+    record.update(status="ok", message=message)
 
 
-def _profile_facts(cand: Candidate, profile: Any) -> dict:
+def _last_reason(attempts: list[dict]) -> str:
+    if not attempts:
+        return "no run"
+    reasons = [r for r in attempts[-1]["reasons"] if r != "meets the SLOs"]
+    return reasons[0] if reasons else "meets the SLOs"
+
+
+def profile_facts(cand: Candidate, profile: Any) -> dict:
     price = profile.price
     return {"profile_name": profile.name, "profile_path": profile.path, "profile_source": profile.source,
             "device_name": profile.device.name, "devices_per_replica": cand.tp,
@@ -591,7 +622,7 @@ def _economics(ctx: _Context, cand: Candidate, profile: Any, replicas: int, rate
 def _sensitivity_row(ctx: _Context, cand: Candidate, profile: Any, factor: float, load: float,
                      replicas: int | None, results: list[dict], attempts: list[dict]) -> dict:
     row: dict[str, Any] = {"load_factor": factor, "rate_per_s": load, "replicas": replicas,
-                           "status": "ok" if replicas is not None else "exceeds_max_replicas",
+                           "status": "ok" if replicas is not None else "not_verified",
                            "attempts": attempts}
     if replicas is not None:
         sums = [r["summary"] for r in results]
@@ -690,14 +721,26 @@ def plan(scenario_dict: dict, candidates: Sequence[Candidate], settings: PlanSet
     shape = load_shape(canonical, settings, where)
     target = settings.target_rate_per_s or shape.base_rate_per_s
     ctx = _Context(canonical, where, settings, criterion, shape, target, sc.seed)
-    records = [{"label": c.label, "profile": c.profile, "tp": c.tp, "status": "interrupted", "message": ""}
-               for c in candidates]
+    records = [{"label": c.label, "profile": c.profile, "tp": c.tp, "status": "interrupted", "message": "",
+                "search_points": []} for c in candidates]
+    by_label = {r["label"]: r for r in records}
+
+    def on_result(task: dict, result: dict) -> None:  # keep every finished search run, even if interrupted
+        tag = task.get("tag")
+        if tag:
+            ok, reason = criterion.check(result["summary"])
+            by_label[tag["label"]]["search_points"].append(
+                {"rate_per_s": tag["rate_per_s"], "seed_index": tag["seed_index"], "seed": tag["seed"],
+                 "passes": ok, "reason": reason, **compact_summary(result["summary"])})
+
     interrupted = False
     executor = executor or SerialExecutor()
     try:
-        drive(gather([_candidate(ctx, c, r) for c, r in zip(candidates, records)]), executor, progress)
+        drive(gather([_candidate(ctx, c, r) for c, r in zip(candidates, records)]), executor, progress, on_result)
     except KeyboardInterrupt:
         interrupted = True
+    for r in records:  # arrival order depends on the executor; the result must not
+        r["search_points"].sort(key=lambda p: (p["seed_index"], p["rate_per_s"]))
     result = {
         "kind": "plan", "schema_version": SCHEMA_VERSION, "interrupted": interrupted,
         "question": {"model": sc.model, "weight_dtype": sc.model_spec().weight_dtype,
@@ -712,12 +755,12 @@ def plan(scenario_dict: dict, candidates: Sequence[Candidate], settings: PlanSet
         "scenario": canonical,
         "candidates": records,
         "recommendation": recommend(records),
-        "assumptions": _assumptions(canonical, records),
+        "assumptions": assumptions(canonical, records),
     }
     return result
 
 
-def _assumptions(canonical: dict, records: list[dict]) -> dict:
+def assumptions(canonical: dict, records: list[dict]) -> dict:
     econ = canonical.get("economics", {})
     return {"economics": econ, "hours_per_month": HOURS_PER_MONTH,
             "price_override": econ.get("price_usd_per_device_h"),

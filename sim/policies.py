@@ -70,7 +70,7 @@ class ContinuousScheduler(BatchScheduler):
     def wants_wakeup_on_arrival(self) -> bool:
         return len(self.decoding) + len(self.prefilling) < self.max_num_seqs
 
-    def schedule(self, now_s: float) -> StepPlan | None:
+    def _schedule(self, now_s: float) -> StepPlan | None:
         chunks = self._admit_prefills(now_s)
         if chunks:
             return StepPlan(prefill=tuple(chunks))
@@ -110,7 +110,7 @@ class ChunkedPrefillScheduler(BatchScheduler):
     def wants_wakeup_on_arrival(self) -> bool:
         return len(self.decoding) + len(self.prefilling) < self.max_num_seqs
 
-    def schedule(self, now_s: float) -> StepPlan | None:
+    def _schedule(self, now_s: float) -> StepPlan | None:
         if not (self.waiting or self.prefilling):
             return self.decode_plan()
         # decodes first: one step of growth for every decoder, preempting while it does not fit
@@ -173,7 +173,7 @@ class StaticBatchScheduler(BatchScheduler):
     def wants_wakeup_on_arrival(self) -> bool:
         return not (self.decoding or self.prefilling)
 
-    def schedule(self, now_s: float) -> StepPlan | None:
+    def _schedule(self, now_s: float) -> StepPlan | None:
         self.next_wakeup_s = None
         if self.decoding:
             steps = self.steps_to_first_finish()

@@ -38,7 +38,7 @@ from sim.model_spec import KV_DTYPES, WEIGHT_DTYPES, ModelSpec, resolve_model
 from sim.policies import POLICIES, SchedulerConfig, make_scheduler
 from sim.profile import Profile, load_profile
 from sim.speculative import SpeculativeConfig, SpeculativeCostModel
-from sim.workload import ClosedLoop, WorkloadSpec, generate, sample_lengths, workload_from_dict
+from sim.workload import ClosedLoop, WorkloadSpec, generate, workload_from_dict
 
 DEFAULT_BATCHED_TOKENS = {"continuous": 8192, "chunked": 2048, "static": 8192}
 
@@ -235,7 +235,35 @@ class RunResult:
         return rows
 
 
-def run_scenario(sc: Scenario, profile: Profile | None = None) -> RunResult:
+@dataclass
+class Prepared:
+    """Everything a run needs, built from a scenario; shared by the simulated and the real engine."""
+
+    scenario: Scenario
+    model: ModelSpec
+    profile: Profile
+    cost: CostModel
+    kv: KVCapacity
+    load: OpenLoop | ClosedLoopLoad
+    prefix_block_tokens: int | None
+    timeline_interval_s: float
+    router_rng: np.random.Generator
+    is_offline: bool
+
+    def make_schedulers(self, recorder: RunRecorder) -> list:
+        cfg = self.scenario.scheduler
+        return [make_scheduler(cfg, KVCacheManager(self.kv.num_blocks, cfg.block_size_tokens), recorder,
+                               self.model.max_position_embeddings, self.prefix_block_tokens)
+                for _ in range(self.scenario.deployment.replicas)]
+
+    def run_context(self) -> RunContext:
+        dep, profile = self.scenario.deployment, self.profile
+        price = profile.price.usd_per_device_h if profile.price else 0.0
+        return RunContext(dep.replicas, dep.tp, self.cost.idle_power_w, price, profile.power.method,
+                          profile.power.is_estimated, self.is_offline, self.scenario.workload.is_closed_loop)
+
+
+def prepare(sc: Scenario, profile: Profile | None = None) -> Prepared:
     model = sc.model_spec()
     profile = profile or load_profile(sc.deployment.profile)
     dep, cfg = sc.deployment, sc.scheduler
@@ -247,39 +275,33 @@ def run_scenario(sc: Scenario, profile: Profile | None = None) -> RunResult:
         cost = CostModel(model, profile, dep.tp)
     cap = kv_capacity(model, profile, dep.tp, dep.gpu_memory_utilization, cfg.block_size_tokens,
                       cfg.max_num_batched_tokens, cfg.max_num_seqs, draft)
-    root = np.random.default_rng(sc.seed)
-    workload_rng, router_rng = root.spawn(2)
+    workload_rng, router_rng = np.random.default_rng(sc.seed).spawn(2)
     workload = sc.workload
-    if workload.is_closed_loop:
+    if workload.is_closed_loop and workload.num_requests is None and workload.trace is None:
+        raise InputError(sc.source, "workload.num_requests", "required for a closed loop")
+    table = generate(workload, workload_rng)
+    if len(table) == 0:
+        raise InputError(sc.source, "workload", "the workload has no requests")
+    if workload.is_closed_loop:  # rows in issue order; arrival times come from the users
         arrival = workload.arrival
         assert isinstance(arrival, ClosedLoop)
-        if workload.num_requests is None and workload.trace is None:
-            raise InputError(sc.source, "workload.num_requests", "required for a closed loop")
-        n = workload.num_requests if workload.num_requests is not None else len(generate(workload, workload_rng))
-        prompt, output = sample_lengths(workload, workload_rng, n)
-        load: OpenLoop | ClosedLoopLoad = ClosedLoopLoad(arrival.concurrency, arrival.think_time_s, prompt, output)
-        span_guess = None
-        prefix_block_tokens = None
+        load: OpenLoop | ClosedLoopLoad = ClosedLoopLoad(arrival.concurrency, arrival.think_time_s,
+                                                         table.prompt_tokens, table.output_tokens,
+                                                         table.prefix_hashes)
+        span = None
     else:
-        table = generate(workload, workload_rng)
-        if len(table) == 0:
-            raise InputError(sc.source, "workload", "the workload has no requests")
         load = OpenLoop(table.arrival_s, table.prompt_tokens, table.output_tokens, table.prefix_hashes)
-        span_guess = float(table.arrival_s[-1])
-        prefix_block_tokens = table.prefix_block_tokens
-    interval = sc.measurement.timeline_interval_s or (max(span_guess / 2000.0, 0.01) if span_guess else 0.5)
-    recorder = RunRecorder()
-    schedulers = [make_scheduler(cfg, KVCacheManager(cap.num_blocks, cfg.block_size_tokens), recorder,
-                                 model.max_position_embeddings, prefix_block_tokens)
-                  for _ in range(dep.replicas)]
-    cluster = Cluster(schedulers, [cost] * dep.replicas, dep.router, router_rng, recorder,
-                      sc.measurement.warmup_fraction, sc.measurement.drain_fraction, interval)
-    cluster.run(load)
-    price = profile.price.usd_per_device_h if profile.price else 0.0
-    is_offline = (not workload.is_closed_loop) and span_guess == 0.0
-    ctx = RunContext(dep.replicas, dep.tp, cost.idle_power_w, price, profile.power.method,
-                     profile.power.is_estimated, is_offline, workload.is_closed_loop)
-    summary = summarize(recorder, ctx, sc.slo, sc.economics, sc.measurement.warmup_fraction,
+        span = float(table.arrival_s[-1])
+    interval = sc.measurement.timeline_interval_s or (max(span / 2000.0, 0.01) if span else 0.5)
+    return Prepared(sc, model, profile, cost, cap, load, table.prefix_block_tokens, interval, router_rng,
+                    is_offline=span == 0.0)
+
+
+def finish_summary(prep: Prepared, recorder: RunRecorder, schedulers: list) -> dict:
+    """The run summary (sim.metrics) plus what the deployment was."""
+    sc, model, profile, cap = prep.scenario, prep.model, prep.profile, prep.kv
+    dep, cfg = sc.deployment, sc.scheduler
+    summary = summarize(recorder, prep.run_context(), sc.slo, sc.economics, sc.measurement.warmup_fraction,
                         sc.measurement.drain_fraction)
     summary["model"] = {"name": model.name, "weight_dtype": model.weight_dtype, "kv_dtype": model.kv_dtype,
                         "params": model.num_params, "weight_bytes": model.weight_bytes}
@@ -298,4 +320,14 @@ def run_scenario(sc: Scenario, profile: Profile | None = None) -> RunResult:
         "hit_rate": sum(c.hit_tokens for c in caches) / looked_up if looked_up else None,
         "evictions": sum(c.num_evictions for c in caches)}
     summary["seed"] = sc.seed
-    return RunResult(sc, summary, recorder, cap)
+    return summary
+
+
+def run_scenario(sc: Scenario, profile: Profile | None = None) -> RunResult:
+    prep = prepare(sc, profile)
+    recorder = RunRecorder()
+    schedulers = prep.make_schedulers(recorder)
+    dep, ms = sc.deployment, sc.measurement
+    Cluster(schedulers, [prep.cost] * dep.replicas, dep.router, prep.router_rng, recorder,
+            ms.warmup_fraction, ms.drain_fraction, prep.timeline_interval_s).run(prep.load)
+    return RunResult(sc, finish_summary(prep, recorder, schedulers), recorder, prep.kv)

@@ -16,6 +16,7 @@ again before it samples its next token.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 from collections import deque
 from dataclasses import dataclass
@@ -91,6 +92,7 @@ class BatchScheduler:
         self.num_preemptions = 0
         self.next_wakeup_s: float | None = None  # a time-based policy asks to be woken then
         self.prefix_cache = prefix_cache
+        self._preempted_ids: list[int] = []
 
     # ---- what the engines call ---------------------------------------------------------
     def add_request(self, req: Request) -> bool:
@@ -103,6 +105,15 @@ class BatchScheduler:
         return True
 
     def schedule(self, now_s: float) -> StepPlan | None:
+        """The next step, or None when there is nothing to run (until an arrival or
+        `next_wakeup_s`). Requests preempted while planning it are named in the plan."""
+        plan = self._schedule(now_s)
+        if self._preempted_ids:
+            ids, self._preempted_ids = tuple(self._preempted_ids), []
+            plan = dataclasses.replace(plan, preempted_ids=ids) if plan else StepPlan(preempted_ids=ids)
+        return plan
+
+    def _schedule(self, now_s: float) -> StepPlan | None:
         raise NotImplementedError
 
     def commit(self, plan: StepPlan, times: StepTimes) -> list[Request]:
@@ -208,6 +219,7 @@ class BatchScheduler:
         req.num_computed_tokens = 0
         req.num_preemptions += 1
         self.num_preemptions += 1
+        self._preempted_ids.append(req.request_id)
         self.waiting.appendleft(req)
         self.sink.preempted(req)
         return req

@@ -102,7 +102,7 @@ BAD_INPUTS = {
     "batch zero": (lambda t: ["--model", "tiny", "--batches", "0,1"], "--batches"),
     "batch not a number": (lambda t: ["--model", "tiny", "--batches", "x"], "--batches"),
     "beyond max positions": (lambda t: ["--model", "tiny", "--contexts", "4096"], "--contexts"),
-    "grid beyond memory": (lambda t: ["--model", "tiny", "--batches", "200000",
+    "grid beyond memory": (lambda t: ["--model", "tiny", "--batches", "2000000",
                                       "--contexts", "500"], "GiB"),
     "device not present": (lambda t: ["--model", "tiny", "--device", "cuda:7"], "--device"),
     "unknown device": (lambda t: ["--model", "tiny", "--device", "tpu"], "--device"),

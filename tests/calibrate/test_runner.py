@@ -10,7 +10,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from calibrate.model import MoE, Transformer, load_hf_state_dict  # noqa: E402
+from calibrate.model import (Linear, MoE, Transformer, load_hf_state_dict,  # noqa: E402
+                             weight_bytes)
 from calibrate.runner import Runner  # noqa: E402
 from sim.model_spec import PRESETS  # noqa: E402
 from sim.plan import PrefillChunk, StepPlan  # noqa: E402
@@ -54,16 +55,16 @@ def naive_logits(model: Transformer, tokens: list[int]) -> torch.Tensor:
         gate, up = (x @ w13.T).chunk(2, dim=-1)
         return (torch.nn.functional.silu(gate) * up) @ w2.T
 
-    x = model.embedding_weight[torch.tensor(tokens)]
+    x = model.embedding[torch.tensor(tokens)]
     causal = torch.ones(t, t, dtype=torch.bool).tril()
     for layer in model.layers:
         att = layer.attention
-        q, k, v = (rms(x, layer.attention_norm.weight) @ att.wqkv.weight_out_in.T).split([h * d, kv * d, kv * d], -1)
+        q, k, v = (rms(x, layer.attention_norm.weight) @ att.wqkv.dense_weight.T).split([h * d, kv * d, kv * d], -1)
         q, k = rope(q.view(t, h, d)), rope(k.view(t, kv, d))
         k, v = k.repeat_interleave(h // kv, 1), v.view(t, kv, d).repeat_interleave(h // kv, 1)
         scores = torch.einsum("qhd,khd->hqk", q, k) / d ** 0.5
         probs = scores.masked_fill(~causal, float("-inf")).softmax(-1)
-        x = x + torch.einsum("hqk,khd->qhd", probs, v).reshape(t, h * d) @ att.wo.weight_out_in.T
+        x = x + torch.einsum("hqk,khd->qhd", probs, v).reshape(t, h * d) @ att.wo.dense_weight.T
         y = rms(x, layer.mlp_norm.weight)
         if isinstance(layer.mlp, MoE):
             moe, out = layer.mlp, torch.zeros_like(y)
@@ -74,8 +75,8 @@ def naive_logits(model: Transformer, tokens: list[int]) -> torch.Tensor:
                     out[i] += weight * swiglu(y[i], moe.w13[expert], moe.w2[expert])
             x = x + out
         else:
-            x = x + swiglu(y, layer.mlp.w13.weight_out_in, layer.mlp.w2.weight_out_in)
-    return rms(x, model.norm.weight) @ model.lm_head.weight_out_in.T
+            x = x + swiglu(y, layer.mlp.w13.dense_weight, layer.mlp.w2.dense_weight)
+    return rms(x, model.norm.weight) @ model.lm_head.dense_weight.T
 
 
 def token_by_token(r: Runner, rid: int, tokens: list[int]) -> torch.Tensor:
@@ -262,11 +263,17 @@ def test_padding_rows_do_not_change_real_rows() -> None:
         for rid, tokens in prompts.items():
             r.add_request(rid, tokens)
         r.execute(StepPlan(prefill=tuple(prefill(rid, 0, len(t)) for rid, t in prompts.items())))
+    # padding at context 5: inside both real sequences' contexts, so writing their K/V anywhere
+    # but the scratch slot would change the later steps
     got = padded.forward_logits(StepPlan(decode_ids=(1, 2), num_padding_seqs=3,
-                                         padding_context_tokens=45))
+                                         padding_context_tokens=15))
     want = plain.forward_logits(StepPlan(decode_ids=(1, 2)))
     for rid in prompts:
         torch.testing.assert_close(got[rid], want[rid], atol=ATOL, rtol=0)
+        padded.append_token(rid, 9)
+        plain.append_token(rid, 9)
+    later = [[r.execute(StepPlan(decode_ids=(1, 2))) for _ in range(3)] for r in (padded, plain)]
+    assert later[0] == later[1]
 
 
 def test_static_decode_path_equals_packed_path() -> None:
@@ -307,7 +314,7 @@ def test_bf16_model_runs_and_tracks_fp32() -> None:
         logits[dtype] = r.forward_logits(StepPlan(prefill=(prefill(1, 0, 16),)))[1]
         r.append_token(1, 3)
         decoded = r.forward_logits(StepPlan(decode_ids=(1,)))[1]
-        assert r.model.embedding_weight.dtype == (torch.bfloat16 if dtype == "bf16" else torch.float32)
+        assert r.model.embedding.dtype == (torch.bfloat16 if dtype == "bf16" else torch.float32)
         assert torch.isfinite(logits[dtype]).all() and torch.isfinite(decoded).all()
     # same seeded draws, rounded to bf16: the logits follow the fp32 ones closely
     corr = torch.corrcoef(torch.stack([logits["bf16"].flatten(), logits["fp32"].flatten()]))[0, 1]
@@ -316,21 +323,21 @@ def test_bf16_model_runs_and_tracks_fp32() -> None:
 
 def test_hf_state_dict_round_trip() -> None:
     source = Transformer(TINY, seed=1)
-    tensors = {"model.embed_tokens.weight": source.embedding_weight,
+    tensors = {"model.embed_tokens.weight": source.embedding,
                "model.norm.weight": source.norm.weight,
-               "lm_head.weight": source.lm_head.weight_out_in}
+               "lm_head.weight": source.lm_head.dense_weight}
     q, kv = TINY.q_size, TINY.kv_size
     for i, layer in enumerate(source.layers):
         p = f"model.layers.{i}."
-        wq, wk, wv = layer.attention.wqkv.weight_out_in.split([q, kv, kv])
-        gate, up = layer.mlp.w13.weight_out_in.chunk(2)
+        wq, wk, wv = layer.attention.wqkv.dense_weight.split([q, kv, kv])
+        gate, up = layer.mlp.w13.dense_weight.chunk(2)
         tensors |= {p + "input_layernorm.weight": layer.attention_norm.weight,
                     p + "post_attention_layernorm.weight": layer.mlp_norm.weight,
                     p + "self_attn.q_proj.weight": wq, p + "self_attn.k_proj.weight": wk,
                     p + "self_attn.v_proj.weight": wv,
-                    p + "self_attn.o_proj.weight": layer.attention.wo.weight_out_in,
+                    p + "self_attn.o_proj.weight": layer.attention.wo.dense_weight,
                     p + "mlp.gate_proj.weight": gate, p + "mlp.up_proj.weight": up,
-                    p + "mlp.down_proj.weight": layer.mlp.w2.weight_out_in}
+                    p + "mlp.down_proj.weight": layer.mlp.w2.dense_weight}
     target = Transformer(TINY, seed=2)
     tokens = prompt(8, 1)
     assert not torch.allclose(naive_logits(target, tokens), naive_logits(source, tokens))
@@ -339,3 +346,18 @@ def test_hf_state_dict_round_trip() -> None:
     del tensors["model.layers.1.mlp.up_proj.weight"]
     with pytest.raises(KeyError, match="up_proj"):
         load_hf_state_dict(target, tensors)
+
+
+def test_cpu_runner_packs_linear_layers_without_changing_results_or_bytes() -> None:
+    r = runner(TINY_TIED)
+    linears = [m for m in r.model.modules() if isinstance(m, Linear)]
+    if not all(m.packed is not None for m in linears):
+        pytest.skip("this torch build cannot pack weights for oneDNN")
+    assert all(m.weight is None for m in linears if not m.is_shared)  # no dense copy kept
+    assert r.weight_bytes == TINY_TIED.num_params * 4
+    dense = Transformer(TINY_TIED)  # same seed, unpacked
+    assert weight_bytes(dense) == r.weight_bytes
+    tokens = prompt(12, 6)
+    r.add_request(1, tokens)
+    got = r.forward_logits(StepPlan(prefill=(prefill(1, 0, 12),)))[1]
+    torch.testing.assert_close(got, naive_logits(dense, tokens), atol=ATOL, rtol=0)
