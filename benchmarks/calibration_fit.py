@@ -82,18 +82,19 @@ def main() -> int:
                     compile_decode=profile.device.kind == "gpu")
     model = CostModel(spec, profile)
     result = run_sweep(runner, grid, spec.name, make_meter(runner.device.type), model.step_time,
-                       args.time_budget, args.seed, progress=True)
+                       args.time_budget, args.seed, progress=True, rounds=True)
+    points = result.points
     errors: dict[str, list[float]] = {}
-    for point in result.points:
+    for point in points:
         shape = StepShape(*(int(point[f]) for f in ("num_tokens", "num_seqs", "num_sampled",
                                                      "context_tokens", "attention_pairs",
                                                      "num_prefill_tokens")))
         point["predicted_s"] = model.step_time(shape)
         point["rel_error"] = point["predicted_s"] / point["seconds"] - 1.0
         errors.setdefault(point["kind"], []).append(point["rel_error"])
-    print(f"measured {len(result.points)} steps in {time.perf_counter() - started:.0f} s "
+    print(f"measured {len(points)} steps in {time.perf_counter() - started:.0f} s "
           f"({len(result.skipped)} skipped by the budget)")
-    loads = [p["foreign_cpu_share"] for p in result.points if p.get("foreign_cpu_share") is not None]
+    loads = [p["foreign_cpu_share"] for p in points if p.get("foreign_cpu_share") is not None]
     if loads:
         print(f"other processes' CPU share while measuring: median {statistics.median(loads):.0%}, "
               f"max {max(loads):.0%}")
@@ -102,7 +103,7 @@ def main() -> int:
         print(f"  {kind:8s} {summarise(errors[kind])}")
     everything = [e for v in errors.values() for e in v]
     print(f"  {'all':8s} {summarise(everything)}")
-    worst = sorted(result.points, key=lambda p: -abs(p["rel_error"]))[:5]
+    worst = sorted(points, key=lambda p: -abs(p["rel_error"]))[:5]
     print("worst points:")
     for p in worst:
         print(f"  {p['kind']:7s} batch {p['batch']:2d} tokens {p['num_tokens']:5d} context "
@@ -110,7 +111,7 @@ def main() -> int:
               f"{p['predicted_s'] * 1e3:8.2f} ms ({p['rel_error']:+.1%})")
     if args.json:
         Path(args.json).write_text(json.dumps({"profile": profile.path, "model": spec.to_dict(),
-                                               "points": result.points}, indent=1))
+                                               "points": points}, indent=1))
     return 0
 
 

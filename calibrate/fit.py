@@ -65,15 +65,28 @@ def spec_from_dict(data: dict) -> ModelSpec:
     return ModelSpec(**{k: v for k, v in data.items() if k in fields})
 
 
+# Efficiencies the fit knows; optional ones are fitted only where sim.profile.CostParams has them
+# (a separate KV-read efficiency is proposed for decode attention, see the calibration report).
+EFFICIENCIES = ("memory_efficiency", "attention_efficiency")
+OPTIONAL_EFFICIENCIES = ("kv_memory_efficiency",)
+OVERHEADS = ("step_overhead_s", "sequence_overhead_s", "layer_overhead_s")
+
+
 class _Problem:
-    """Maps a parameter vector to cost-model predictions for every measured point."""
+    """Maps a parameter vector to cost-model predictions for every measured point.
+
+    x = [log efficiency of each curve knot..., log of each scalar efficiency..., each overhead
+    in ms...]."""
 
     def __init__(self, base: Profile, specs: dict[str, ModelSpec], points: list[dict],
                  knots: list[int], fit_layer_overhead: bool) -> None:
         self.base = base
         self.specs = specs
         self.knots = knots
-        self.fit_layer_overhead = fit_layer_overhead
+        cost_fields = {f.name for f in dataclasses.fields(CostParams)}
+        self.efficiencies = EFFICIENCIES + tuple(e for e in OPTIONAL_EFFICIENCIES
+                                                 if e in cost_fields)
+        self.overheads = OVERHEADS if fit_layer_overhead else OVERHEADS[:2]
         self.groups: dict[str, list[int]] = {}
         for i, point in enumerate(points):
             self.groups.setdefault(point["model"], []).append(i)
@@ -82,22 +95,16 @@ class _Problem:
         self.num_knots = len(knots)
         self.log_knot_gaps = np.diff(np.log(knots)) if len(knots) > 1 else np.array([])
 
-    # x = [log e_k ...(num_knots), log mem_eff, log attn_eff, step_ms, seq_ms, (layer_ms)]
     def params(self, x: np.ndarray) -> CostParams:
-        k = self.num_knots
+        k, n_eff = self.num_knots, len(self.efficiencies)
         curve = tuple((float(t), float(math.exp(v))) for t, v in zip(self.knots, x[:k]))
-        peak_eff = max(e for _, e in curve)
-        return dataclasses.replace(
-            self.base.cost,
-            matmul_efficiency=peak_eff,
-            matmul_half_tokens=_half_tokens(curve),
-            memory_efficiency=float(math.exp(x[k])),
-            attention_efficiency=float(math.exp(x[k + 1])),
-            step_overhead_s=float(x[k + 2]) * OVERHEAD_SCALE_S,
-            sequence_overhead_s=float(x[k + 3]) * OVERHEAD_SCALE_S,
-            layer_overhead_s=float(x[k + 4]) * OVERHEAD_SCALE_S if self.fit_layer_overhead else 0.0,
-            matmul_efficiency_curve=curve,
-        )
+        values = {name: float(math.exp(v)) for name, v in zip(self.efficiencies, x[k:k + n_eff])}
+        values |= {name: float(v) * OVERHEAD_SCALE_S
+                   for name, v in zip(self.overheads, x[k + n_eff:])}
+        values.setdefault("layer_overhead_s", 0.0)
+        return dataclasses.replace(self.base.cost, matmul_efficiency=max(e for _, e in curve),
+                                   matmul_half_tokens=_half_tokens(curve),
+                                   matmul_efficiency_curve=curve, **values)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         profile = dataclasses.replace(self.base, cost=self.params(x))
@@ -113,19 +120,20 @@ class _Problem:
         return np.concatenate([errors, curvature])
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        n_over = 3 if self.fit_layer_overhead else 2
-        lo = [math.log(MIN_EFFICIENCY)] * (self.num_knots + 2) + [0.0] * n_over
-        hi = [math.log(MAX_EFFICIENCY)] * (self.num_knots + 2) + [1e4] * n_over
+        n_eff = self.num_knots + len(self.efficiencies)
+        lo = [math.log(MIN_EFFICIENCY)] * n_eff + [0.0] * len(self.overheads)
+        hi = [math.log(MAX_EFFICIENCY)] * n_eff + [1e4] * len(self.overheads)
         return np.array(lo), np.array(hi)
 
     def start(self, peak_eff: float, half_tokens: float, mem_eff: float, attn_eff: float,
               overhead_ms: float) -> np.ndarray:
         log_curve = [math.log(max(peak_eff * t / (t + half_tokens), 2 * MIN_EFFICIENCY))
                      for t in self.knots]
-        overheads = [overhead_ms, overhead_ms / 100.0]
-        if self.fit_layer_overhead:
-            overheads.append(overhead_ms / 10.0)
-        return np.array(log_curve + [math.log(mem_eff), math.log(attn_eff)] + overheads)
+        starts = {"memory_efficiency": mem_eff, "attention_efficiency": attn_eff}
+        log_eff = [math.log(starts.get(name, mem_eff)) for name in self.efficiencies]
+        overheads = {"step_overhead_s": overhead_ms, "sequence_overhead_s": overhead_ms / 100.0,
+                     "layer_overhead_s": overhead_ms / 10.0}
+        return np.array(log_curve + log_eff + [overheads[name] for name in self.overheads])
 
 
 def _half_tokens(curve: tuple[tuple[float, float], ...]) -> float:
@@ -181,16 +189,9 @@ def fit_profile(document: dict, where: str = "profile", max_nfev: int = 400) -> 
     params = problem.params(best.x)
 
     cm = doc["cost_model"]
-    cm.update({
-        "matmul_efficiency": _round(params.matmul_efficiency),
-        "matmul_half_tokens": _round(params.matmul_half_tokens),
-        "memory_efficiency": _round(params.memory_efficiency),
-        "attention_efficiency": _round(params.attention_efficiency),
-        "step_overhead_s": _round(params.step_overhead_s),
-        "layer_overhead_s": _round(params.layer_overhead_s),
-        "sequence_overhead_s": _round(params.sequence_overhead_s),
-        "matmul_efficiency_curve": [[int(t), _round(e)] for t, e in params.matmul_efficiency_curve],
-    })
+    scalars = ("matmul_efficiency", "matmul_half_tokens") + problem.efficiencies + OVERHEADS
+    cm.update({name: _round(getattr(params, name)) for name in scalars})
+    cm["matmul_efficiency_curve"] = [[int(t), _round(e)] for t, e in params.matmul_efficiency_curve]
     cm["fit"] = None
     # Score with the rounded parameters as written, through the same loader the simulator uses.
     fitted = profile_from_dict(doc, where)

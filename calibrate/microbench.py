@@ -1,7 +1,8 @@
 """Microbenchmarks: the achieved matmul FLOP/s per dtype and the memory bandwidth of a device.
 
-Modelled: the two ceilings of a roofline. Compute: square GEMMs (n x n times n x n, 2 n^3 FLOPs),
-grown from 256 until one GEMM takes at least `min_time_s` (so launch overheads do not count) or
+Modelled: the two ceilings of a roofline. Compute: square GEMMs (n x n times n x n, 2 n^3 FLOPs)
+through the same kernels the runner's linear layers use (oneDNN with a packed weight on CPU where
+the build and dtype allow, else torch.matmul), grown from 256 until one GEMM takes at least `min_time_s` (so launch overheads do not count) or
 `max_size` is reached, then repeated; the median time gives FLOP/s. Memory: a copy between two
 tensors well above the last-level cache; bytes read plus bytes written over the median time give
 bytes/s. Every timing brackets the work with a device synchronisation and follows a warm-up.
@@ -23,13 +24,14 @@ from pathlib import Path
 import torch
 
 from calibrate.devices import resolve_device, synchronize
-from calibrate.model import torch_dtype
+from calibrate.model import pack_weight, packed_linear, torch_dtype
 
 
 @dataclass(frozen=True)
 class MatmulResult:
     dtype: str
     size: int  # m = n = k
+    backend: str  # "onednn-packed" or "matmul"
     time_s: float  # median of the repeats
     num_repeats: int
     matmul_flops_per_s: float
@@ -82,23 +84,32 @@ def measure_matmul(device: torch.device | str = "cpu", dtype: str = "fp32",
                    min_time_s: float | None = None, seed: int = 0) -> MatmulResult:
     device = resolve_device(str(device))
     max_size = max_size or _default_max_size(device)
-    min_time_s = min_time_s if min_time_s is not None else (0.002 if device.type == "cuda" else 0.05)
+    if min_time_s is None:
+        min_time_s = 0.002 if device.type == "cuda" else 0.05
     deadline = time.perf_counter() + budget_s
     generator = torch.Generator(device=device).manual_seed(seed)
     size = min(256, max_size)
     while True:
-        a = torch.empty(size, size, dtype=torch_dtype(dtype), device=device).uniform_(
-            -1, 1, generator=generator)
-        b = torch.empty_like(a).uniform_(-1, 1, generator=generator)
-        _timed(lambda: a @ b, device)  # warm-up (allocations, kernel selection)
-        once = _timed(lambda: a @ b, device)
+        gemm, backend = _gemm(size, torch_dtype(dtype), device, generator)
+        _timed(gemm, device)  # warm-up (allocations, kernel selection)
+        once = _timed(gemm, device)
         remaining = deadline - time.perf_counter()
         if once >= min_time_s or size * 2 > max_size or 8 * once * 3 > remaining:
             break
         size *= 2
-    times = _repeat(lambda: a @ b, device, repeats, max(0.0, deadline - time.perf_counter()))
+    times = _repeat(gemm, device, repeats, max(0.0, deadline - time.perf_counter()))
     median = statistics.median(times)
-    return MatmulResult(dtype, size, median, len(times), 2.0 * size ** 3 / median)
+    return MatmulResult(dtype, size, backend, median, len(times), 2.0 * size ** 3 / median)
+
+
+def _gemm(size: int, dtype: torch.dtype, device: torch.device,
+          generator: torch.Generator) -> tuple[Callable[[], object], str]:
+    a = torch.empty(size, size, dtype=dtype, device=device).uniform_(-1, 1, generator=generator)
+    b = torch.empty_like(a).uniform_(-1, 1, generator=generator)
+    packed = pack_weight(b)
+    if packed is not None:
+        return (lambda: packed_linear(a, packed)), "onednn-packed"
+    return (lambda: a @ b), "matmul"
 
 
 def _last_level_cache_bytes() -> int | None:

@@ -96,10 +96,29 @@ class _Init:
                             requires_grad=False)
 
 
+# oneDNN costs ~12 us a call against MKL's ~2 us: below ~256K elements (1024 x 256) MKL is faster
+PACK_MIN_ELEMENTS = 1 << 18
+
+
 def _can_pack() -> bool:
     mkldnn = torch.ops.mkldnn
     return (torch.backends.mkldnn.is_available() and hasattr(mkldnn, "_reorder_linear_weight")
             and hasattr(mkldnn, "_linear_pointwise"))
+
+
+def pack_weight(weight: Tensor) -> Tensor | None:
+    """A oneDNN-packed copy of a CPU weight [out, in], or None where this build or dtype cannot."""
+    if weight.device.type != "cpu" or not _can_pack():
+        return None
+    try:
+        return torch.ops.mkldnn._reorder_linear_weight(weight.detach())
+    except RuntimeError:  # e.g. fp16 without AVX512-FP16
+        return None
+
+
+def packed_linear(x: Tensor, packed: Tensor) -> Tensor:
+    """x [rows, in] times a packed weight's transpose: [rows, out]."""
+    return torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
 
 
 class Linear(nn.Module):
@@ -121,16 +140,16 @@ class Linear(nn.Module):
         self.is_shared = shared_weight is not None  # a tied LM head keeps the embedding dense
         self.packed: Tensor | None = None
 
-    def pack(self) -> bool:
+    def pack(self, min_elements: int = 0) -> bool:
         """Swap the dense weight for a oneDNN-packed one (kept as well when shared); False if
-        this build or dtype cannot (fp16 needs AVX512-FP16), the weight then stays dense."""
+        the weight is smaller than min_elements or this build or dtype cannot (fp16 needs
+        AVX512-FP16): the weight then stays dense."""
         if self.packed is not None:
             return True
-        if self.weight is None or not _can_pack() or self.weight.device.type != "cpu":
+        if self.weight is None or self.weight.numel() < min_elements:
             return False
-        try:
-            self.packed = torch.ops.mkldnn._reorder_linear_weight(self.weight.detach())
-        except RuntimeError:
+        self.packed = pack_weight(self.weight)
+        if self.packed is None:
             return False
         if not self.is_shared:
             self.weight = None
@@ -148,7 +167,7 @@ class Linear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.packed is not None:
-            return torch.ops.mkldnn._linear_pointwise(x, self.packed, None, "none", [], "")
+            return packed_linear(x, self.packed)
         return F.linear(x, self.weight)
 
 
@@ -193,15 +212,15 @@ class Attention(nn.Module):
     def _project(self, x: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         num_tokens = x.shape[0]
         kv_size = self.num_kv_heads * self.head_dim
-        q, k, v = self.wqkv(x).split([self.num_heads * self.head_dim, kv_size, kv_size],
-                                               dim=-1)
+        q, k, v = self.wqkv(x).split([self.num_heads * self.head_dim, kv_size, kv_size], dim=-1)
         q = apply_rotary(q.view(num_tokens, self.num_heads, self.head_dim), cos, sin)
         k = apply_rotary(k.view(num_tokens, self.num_kv_heads, self.head_dim), cos, sin)
         return q, k, v.view(num_tokens, self.num_kv_heads, self.head_dim)
 
     def forward(self, x: Tensor, step: StepBatch, cos: Tensor, sin: Tensor,
                 k_cache: Tensor, v_cache: Tensor) -> Tensor:
-        """x: [T, hidden]; k_cache, v_cache: this layer's [slots, kv_heads, max_seq_len, head_dim]."""
+        """x: [T, hidden]; k_cache, v_cache: this layer's
+        [slots, kv_heads, max_seq_len, head_dim]."""
         q, k, v = self._project(x, cos, sin)
         k_cache[step.slots, :, step.positions] = k
         v_cache[step.slots, :, step.positions] = v
@@ -230,7 +249,7 @@ class Attention(nn.Module):
         out = F.scaled_dot_product_attention(
             rows, k_cache[slots, :, :run.max_context], v_cache[slots, :, :run.max_context],
             attn_mask=run.mask)
-        return out.view(run.num_seqs, self.num_heads, self.head_dim)
+        return out.reshape(run.num_seqs, self.num_heads, self.head_dim)
 
     def forward_static(self, x: Tensor, positions: Tensor, slots: Tensor, context_lens: Tensor,
                        max_context: int, cos: Tensor, sin: Tensor, k_cache: Tensor,
@@ -305,7 +324,7 @@ class MoE(nn.Module):
         return out
 
     def forward_gathered(self, x: Tensor) -> Tensor:
-        """Static shapes (gpt-fast): gather each token's expert weights; for small decode batches."""
+        """Static shapes (gpt-fast): gather each token's expert weights (small decode batches)."""
         weights, experts = self.route(x)
         gate, up = torch.einsum("th,tkoh->tko", x, self.w13[experts]).chunk(2, dim=-1)
         y = torch.einsum("tki,tkhi->tkh", F.silu(gate) * up, self.w2[experts])
@@ -344,10 +363,11 @@ class Transformer(nn.Module):
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
 
-    def pack_weights(self) -> int:
-        """Pack every dense linear layer for oneDNN (CPU); returns how many were packed. A tied LM
-        head gets a packed copy beside the embedding (+vocab x hidden bytes of memory)."""
-        return sum(m.pack() for m in self.modules() if isinstance(m, Linear))
+    def pack_weights(self, min_elements: int = PACK_MIN_ELEMENTS) -> int:
+        """Pack the linear layers of at least min_elements for oneDNN (CPU); returns how many
+        were packed. A tied LM head gets a packed copy beside the embedding (+vocab x hidden
+        bytes of memory)."""
+        return sum(m.pack(min_elements) for m in self.modules() if isinstance(m, Linear))
 
     def forward(self, step: StepBatch, k_cache: Tensor, v_cache: Tensor) -> Tensor:
         """Hidden states [T, hidden] (before the final norm) of the step's packed tokens; writes

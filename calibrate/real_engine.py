@@ -23,7 +23,7 @@ import numpy as np
 
 from calibrate.power import EnergyMeter
 from calibrate.runner import Runner
-from sim.engine import ClosedLoopLoad, OpenLoop
+from sim.engine import ClosedLoopLoad, OpenLoop, step_tokens
 from sim.metrics import RunRecorder
 from sim.request import Request
 from sim.scenario import Prepared, finish_summary
@@ -119,7 +119,7 @@ def serve(prep: Prepared, runner: Runner, meter: EnergyMeter | None = None, seed
             runner.execute(plan)
             runner.synchronize()
             end = clock() - t0
-            sampled, new_prompt = _tokens(plan, sched)
+            sampled, new_prompt = step_tokens(plan, sched)
             for req in sched.commit(plan, StepTimes(start, end - start, 0.0, 1)):
                 runner.free(req.request_id)
                 traffic.finished(end)
@@ -146,17 +146,6 @@ def _arrive(req: Request, sched: BatchScheduler, runner: Runner, recorder: RunRe
         runner.add_request(req.request_id, rng.integers(0, vocab, req.prompt_tokens).tolist())
     recorder.queue_t_s.append(now_s)
     recorder.queue_len.append(len(sched.waiting))
-
-
-def _tokens(plan, sched: BatchScheduler) -> tuple[int, int]:
-    sampled, new_prompt = len(plan.decode_ids), 0
-    for chunk in plan.prefill:
-        if chunk.is_sampling:
-            sampled += 1
-            req = sched.prefilling[chunk.request_id]
-            if req.num_output_tokens == 0:
-                new_prompt += req.prompt_tokens
-    return sampled, new_prompt
 
 
 def _sleep_until(t0: float, clock, *deadlines: float | None) -> None:

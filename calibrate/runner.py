@@ -14,8 +14,9 @@ through every linear layer like real rows and attend to a scratch cache slot at 
 context (`padding_context_tokens // num_padding_seqs`); they sample nothing (the LM head does not
 run for them, as the cost model's StepShape says).
 
-On CPU the linear layers' weights are packed for oneDNN (`Transformer.pack_weights`), which ran
-GEMMs ~2x faster than MKL on the AMD machine this was written on.
+On CPU the weights of the larger linear layers are packed for oneDNN (`Transformer.pack_weights`),
+which ran GEMMs ~2x faster than MKL on the AMD machine this was written on (MoE experts and small
+layers stay dense, on MKL).
 
 Assumed: greedy sampling; one cache slot of max_seq_len positions per running request; the KV
 cache has the model's dtype. With `compile_decode=True` on CUDA, decode-only steps run a static-
@@ -305,7 +306,7 @@ class Runner:
             mark_static(self.cache.k)
             mark_static(self.cache.v)
         config = torch._dynamo.config
-        for name in ("recompile_limit", "cache_size_limit"):  # one graph per (batch, context) bucket
+        for name in ("recompile_limit", "cache_size_limit"):  # a graph per (batch, context) bucket
             if hasattr(config, name):
                 setattr(config, name, max(getattr(config, name), 64))
                 break

@@ -1,28 +1,33 @@
 """Calibration sweeps: time real prefill, decode and mixed steps on the runner.
 
 Measured: for each grid point, the wall time of one engine step (`Runner.execute` of a StepPlan,
-device-synchronised before and after), `warmup` untimed runs then `repeats` timed runs, median
-kept; the energy over the timed runs from the power meter; peak device memory where torch reports
-it (CUDA). Each point is recorded with the StepShape of the very plan executed (`plan.shape()`), so
-the fit sees exactly what the simulator computes.
+device-synchronised before and after): a warm-up step, then the grid's `repeats` timed steps;
+later visits add REPEATS_PER_VISIT more each, and the median of all is kept. Energy over the timed runs comes from the power meter; peak device
+memory where torch reports it (CUDA). Each point is recorded with the StepShape of the very plan
+executed (`plan.shape()`), so the fit sees exactly what the simulator computes.
 
 * prefill (batch x prompt length): `batch` fresh prompts of `prompt_tokens` in one step;
 * decode (batch x context): `batch` sequences decoding one token each at `context_tokens`
   (contexts are set with `Runner.reserve_context`, no prefill is paid);
 * mixed: one prefill chunk (fresh, or the second chunk of a prompt) with `batch` decodes.
 
-The grid is ordered coarse first: each axis is visited by bisection (ends, then the middle, then
-quarters, ...), and a point's level is the finest of its coordinates, so a sweep cut short by the
-time budget still spans the whole space. A point whose predicted time exceeds the remaining budget
-is skipped (and listed), as is one predicted to take more than MAX_POINT_SHARE of the whole
-budget (a huge corner must not eat the time of the rest of the grid). Predictions come from the cost model with a provisional profile, scaled
-by the measured/predicted ratio of the points already run. An out-of-memory error is recorded as
-the limit of its grid row (same kind and batch); the row's longer points are not attempted.
+The first pass orders the grid coarse first: each axis is visited by bisection (ends, then the
+middle, then quarters, ...), and a point's level is the finest of its coordinates, so a sweep cut
+short by the time budget still spans the whole space. A point predicted to take longer than the
+remaining budget is skipped (and listed), as is one predicted to take more than MAX_POINT_SHARE of
+the budget (a huge corner must not eat the time of the rest of the grid). Predictions come from
+the cost model with a provisional profile, scaled by the measured/predicted ratio of the points
+already run. Time left after the first pass buys more visits to the measured points (rounds in a
+shuffled order, until each has `target_samples` timings), so that a point's median spans the
+whole run and one slow spell of the machine (a CPU VM's memory bandwidth drifts by +-30 % with
+its neighbours' load) does not decide it. Timings
+taken while other processes were busy are retried (see `calibrate.machine_load`). An
+out-of-memory error is recorded as the limit of its grid row (same kind and batch); the row's
+longer points, and larger batches at that length, are not attempted.
 """
 
 from __future__ import annotations
 
-import os
 import statistics
 import sys
 import time
@@ -32,6 +37,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from calibrate.machine_load import ForeignLoad
 from calibrate.power import EnergyMeter
 from calibrate.runner import Runner
 from sim.plan import PrefillChunk, StepPlan, StepShape
@@ -89,14 +95,6 @@ class Point:
     @property
     def row(self) -> tuple[str, int, int]:
         return (self.kind, self.batch, self.start)
-
-
-@dataclass
-class SweepResult:
-    points: list[dict] = field(default_factory=list)
-    limits: list[dict] = field(default_factory=list)  # out-of-memory rows
-    skipped: list[dict] = field(default_factory=list)  # cut by the time budget
-    seconds: float = 0.0
 
 
 # ---- grid ordering -----------------------------------------------------------------------------
@@ -166,9 +164,10 @@ def _is_oom(exc: BaseException) -> bool:
 class PointRunner:
     """Sets up a point's requests on a runner, executes its plan and tears them down."""
 
-    def __init__(self, runner: Runner, rng: np.random.Generator) -> None:
+    def __init__(self, runner: Runner, model_name: str, seed: int = 0) -> None:
         self.runner = runner
-        self.rng = rng
+        self.model_name = model_name
+        self.rng = np.random.default_rng(seed)
         self.vocab = runner.spec.vocab_size
 
     def _prompt(self, length: int) -> list[int]:
@@ -209,162 +208,266 @@ class PointRunner:
             self.teardown(plan)
 
 
-class ForeignLoad:
-    """CPU time other processes used while we measured, as a share of all CPUs (Linux
-    /proc/stat minus this process's own CPU time). Calibrating beside a busy process skews CPU
-    timings badly (threads wait for descheduled peers), so points taken under load are retried."""
+@dataclass
+class Measurement:
+    """The timings of one point, accumulated over tries and visits."""
 
-    def __init__(self) -> None:
-        self.tick_s = 1.0 / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 0.01
-        self.num_cpus = os.cpu_count() or 1
+    point: Point
+    shape: StepShape
+    times: list[float] = field(default_factory=list)
+    energy_j: float = 0.0
+    metered_s: float = 0.0
+    has_energy: bool = False
+    is_estimated: bool = True
+    foreign: list[float] = field(default_factory=list)
+    tries: int = 0
+    visits: int = 0
+    peak_memory_bytes: int | None = None
 
-    def _busy_s(self) -> float | None:
-        try:
-            with open("/proc/stat") as fh:
-                fields = fh.readline().split()[1:]
-        except OSError:
-            return None
-        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
-        return (user + nice + system + irq + softirq + steal) * self.tick_s
+    @property
+    def seconds(self) -> float:
+        return statistics.median(self.times)
 
-    def start(self) -> tuple[float | None, float, float]:
-        times = os.times()
-        return self._busy_s(), times.user + times.system, time.perf_counter()
+    def merge(self, other: Measurement) -> None:
+        self.times += other.times
+        self.energy_j += other.energy_j
+        self.metered_s += other.metered_s
+        self.has_energy = self.has_energy or other.has_energy
+        self.foreign += other.foreign
+        self.tries += other.tries
+        self.visits += other.visits
+        if other.peak_memory_bytes is not None:
+            self.peak_memory_bytes = max(self.peak_memory_bytes or 0, other.peak_memory_bytes)
 
-    def share(self, started: tuple[float | None, float, float]) -> float | None:
-        busy0, own0, wall0 = started
-        busy1 = self._busy_s()
-        if busy0 is None or busy1 is None:
-            return None
-        times = os.times()
-        foreign = (busy1 - busy0) - (times.user + times.system - own0)
-        wall = time.perf_counter() - wall0
-        # /proc/stat counts in clock ticks (10 ms): forgive two ticks of rounding and daemons
-        return max(0.0, foreign - 2 * self.tick_s) / max(wall * self.num_cpus, 1e-9)
+    def record(self, model_name: str) -> dict:
+        """The point as plain data (what the profile stores)."""
+        point, median = self.point, self.seconds
+        out: dict = {"kind": point.kind, "model": model_name, "batch": point.batch}
+        if point.kind == "prefill":
+            out["prompt_tokens"] = point.length
+        elif point.kind == "decode":
+            out["context_tokens_per_seq"] = point.length
+        else:
+            out.update(chunk_tokens=point.length, chunk_start=point.start,
+                       context_tokens_per_seq=point.context)
+        out.update({f: getattr(self.shape, f) for f in SHAPE_FIELDS})
+        power_w = self.energy_j / self.metered_s if self.has_energy and self.metered_s > 0 else None
+        out.update({
+            "seconds": _sig(median),
+            "repeats": len(self.times),
+            "visits": self.visits,
+            "min_seconds": _sig(min(self.times)),
+            "spread": round((max(self.times) - min(self.times)) / median, 4),
+            "times_s": [_sig(t, 4) for t in self.times],
+            "foreign_cpu_share": round(max(self.foreign), 3) if self.foreign else None,
+            "tries": self.tries,
+            "joules": None if power_w is None else _sig(power_w * median),
+            "power_w": None if power_w is None else round(power_w, 3),
+            "energy_is_estimated": self.is_estimated if power_w is not None else None,
+            "peak_memory_bytes": self.peak_memory_bytes,
+        })
+        return out
 
 
-MAX_POINT_SHARE = 0.1  # no single point may be predicted to take more of the sweep's budget
-FOREIGN_LOAD_LIMIT = 0.15  # share of all CPUs used by other processes that makes a point suspect
-MAX_TRIES = 3
+def _sig(value: float, digits: int = 6) -> float:
+    return float(f"{value:.{digits}g}")
 
 
-def measure_point(point_runner: PointRunner, point: Point, model_name: str, repeats: int,
-                  warmup: int, meter: EnergyMeter, load: ForeignLoad | None = None,
-                  deadline: float = float("inf")) -> dict:
-    """Warm up, time `repeats` steps, return the point's record (median seconds). If other
-    processes were busy meanwhile, measure again (up to MAX_TRIES, within the deadline) and keep
-    the quietest try; `tries` says how many were made."""
+def measure_point(point_runner: PointRunner, point: Point, repeats: int, warmup: int,
+                  meter: EnergyMeter, load: ForeignLoad | None = None,
+                  deadline: float = float("inf")) -> Measurement:
+    """Warm up, then time `repeats` steps. If other processes were busy meanwhile, measure again
+    (up to MAX_TRIES, within the deadline) and keep the quietest try."""
     load = load or ForeignLoad()
-    best: dict | None = None
+    best: Measurement | None = None
     for tries in range(1, MAX_TRIES + 1):
         began = time.perf_counter()
-        record = _measure_once(point_runner, point, model_name, repeats, warmup, meter, load)
-        if best is None or (record["foreign_cpu_share"] or 0.0) < (best["foreign_cpu_share"] or 0.0):
-            best = record
-        best["tries"] = tries
+        this = _measure_once(point_runner, point, repeats, warmup, meter, load)
+        if best is None or _load_of(this) < _load_of(best):
+            best = this
+        best.tries = tries
         took = time.perf_counter() - began
-        if (best["foreign_cpu_share"] or 0.0) <= FOREIGN_LOAD_LIMIT or time.perf_counter() + took > deadline:
+        if _load_of(best) <= FOREIGN_LOAD_LIMIT or time.perf_counter() + took > deadline:
             break
     assert best is not None
     return best
 
 
-def _measure_once(point_runner: PointRunner, point: Point, model_name: str, repeats: int,
-                  warmup: int, meter: EnergyMeter, load: ForeignLoad) -> dict:
+def _load_of(m: Measurement) -> float:
+    return max(m.foreign) if m.foreign else 0.0
+
+
+def _measure_once(point_runner: PointRunner, point: Point, repeats: int, warmup: int,
+                  meter: EnergyMeter, load: ForeignLoad) -> Measurement:
     device = point_runner.runner.device
     for _ in range(warmup):
         point_runner.time_once(point)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times: list[float] = []
-    load_start = load.start()
+    mark = load.start()
     with meter.measure() as energy:
         for _ in range(repeats):
             seconds, plan = point_runner.time_once(point)
             times.append(seconds)
-    foreign = load.share(load_start)
-    median = statistics.median(times)
-    shape = plan.shape()
-    record: dict = {"kind": point.kind, "model": model_name, "batch": point.batch}
-    if point.kind == "prefill":
-        record["prompt_tokens"] = point.length
-    elif point.kind == "decode":
-        record["context_tokens_per_seq"] = point.length
-    else:
-        record.update(chunk_tokens=point.length, chunk_start=point.start,
-                      context_tokens_per_seq=point.context)
-    record.update({f: getattr(shape, f) for f in SHAPE_FIELDS})
-    power_w = energy.watts
-    record.update({
-        "seconds": float(f"{median:.6g}"),
-        "repeats": repeats,
-        "min_seconds": float(f"{min(times):.6g}"),
-        "spread": round((max(times) - min(times)) / median, 4),
-        "foreign_cpu_share": None if foreign is None else round(foreign, 3),
-        "joules": None if power_w is None else float(f"{power_w * median:.6g}"),
-        "power_w": None if power_w is None else round(power_w, 3),
-        "energy_is_estimated": energy.is_estimated if power_w is not None else None,
-        "peak_memory_bytes": (int(torch.cuda.max_memory_allocated(device))
-                              if device.type == "cuda" else None),
-    })
-    return record
+    foreign = load.share(mark)
+    return Measurement(
+        point, plan.shape(), times, energy.joules or 0.0, energy.seconds,
+        energy.joules is not None, energy.is_estimated, [] if foreign is None else [foreign],
+        tries=1, visits=1,
+        peak_memory_bytes=(int(torch.cuda.max_memory_allocated(device))
+                           if device.type == "cuda" else None))
 
 
 # ---- the sweep ---------------------------------------------------------------------------------
+MAX_POINT_SHARE = 0.1  # no single point may be predicted to take more of the sweep's budget
+FOREIGN_LOAD_LIMIT = 0.15  # share of all CPUs used by other processes that makes a point suspect
+MAX_TRIES = 3
+REPEATS_PER_VISIT = 2  # timed steps per later visit (after one warm-up step)
+MAX_ROUNDS = 20
+
+
+@dataclass
+class SweepResult:
+    model_name: str
+    measurements: list[Measurement] = field(default_factory=list)
+    limits: list[dict] = field(default_factory=list)  # out-of-memory rows
+    skipped: list[dict] = field(default_factory=list)  # cut by the time budget
+    seconds: float = 0.0
+
+    @property
+    def points(self) -> list[dict]:
+        return [m.record(self.model_name) for m in self.measurements]
+
+
+def target_samples(step_s: float) -> int:
+    """Timings wanted per point: short steps are noisier (a CPU's memory bandwidth drifts with its
+    neighbours' load) and cheap, long compute-bound steps steadier and dear."""
+    if step_s < 0.05:
+        return 30
+    return 12 if step_s < 0.5 else 6
+
+
+class ModelSweep:
+    """The points of one model on one runner: a first pass coarse-first within a budget, then
+    later visits (`more_rounds`) that add timings to what was measured."""
+
+    def __init__(self, runner: Runner, grid: Grid, model_name: str,
+                 predict_s: Callable[[StepShape], float], seed: int = 0,
+                 points: list[Point] | None = None) -> None:
+        self.point_runner = PointRunner(runner, model_name, seed)
+        self.grid = grid
+        self.predict_s = predict_s
+        todo = points if points is not None else grid_points(grid)
+        self.todo = sorted(todo, key=lambda p: (p.level, predict_s(shape_of(p)), p.kind))
+        self.result = SweepResult(model_name)
+        self._ratios: list[float] = []  # measured / predicted so far
+        self._oom_rows: dict[tuple[str, int, int], int] = {}
+        self._load = ForeignLoad()
+
+    def predicted(self, point: Point) -> float:
+        scale = statistics.median(self._ratios) if self._ratios else 1.0
+        return self.predict_s(shape_of(point)) * scale
+
+    def _cost_s(self, point: Point) -> float:
+        return self.predicted(point) * (self.grid.warmup + self.grid.repeats)
+
+    def _blocked_by_oom(self, point: Point) -> bool:
+        limit = self._oom_rows.get(point.row)
+        if limit is not None and point.length >= limit:
+            return True
+        return any(kind == point.kind and b < point.batch and point.length >= lim
+                   for (kind, b, _), lim in self._oom_rows.items())
+
+    def first_pass(self, meter: EnergyMeter, budget_s: float, progress: bool = True) -> SweepResult:
+        started = time.perf_counter()
+        deadline = started + budget_s
+        bar = _progress_bar(len(self.todo), self.result.model_name, progress)
+        try:
+            for point in self.todo:
+                bar.update(1)
+                if self._blocked_by_oom(point):
+                    continue
+                cost, remaining = self._cost_s(point), deadline - time.perf_counter()
+                if cost > min(remaining, MAX_POINT_SHARE * budget_s):
+                    self._skip(point, cost > remaining)
+                    continue
+                self._measure(point, meter, deadline)
+                bar.set_postfix_str(f"{deadline - time.perf_counter():.0f}s left")
+        finally:
+            bar.close()
+        self.result.seconds += time.perf_counter() - started
+        return self.result
+
+    def visit(self, m: Measurement, meter: EnergyMeter, deadline: float) -> bool:
+        """Time a measured point once more (warm-up + REPEATS_PER_VISIT) if it wants more
+        samples and the deadline allows; True if it did."""
+        step = m.seconds
+        if len(m.times) >= target_samples(step):
+            return False
+        if time.perf_counter() + step * (self.grid.warmup + REPEATS_PER_VISIT) > deadline:
+            return False
+        started = time.perf_counter()
+        m.merge(measure_point(self.point_runner, m.point, REPEATS_PER_VISIT, self.grid.warmup,
+                              meter, self._load, deadline))
+        self.result.seconds += time.perf_counter() - started
+        return True
+
+    def _skip(self, point: Point, over_remaining: bool) -> None:
+        reason = ("remaining time budget" if over_remaining
+                  else f"one point may take at most {MAX_POINT_SHARE:.0%} of the budget")
+        self.result.skipped.append({"kind": point.kind, "batch": point.batch,
+                                    "length": point.length, "start": point.start,
+                                    "predicted_s": _sig(self.predicted(point), 4),
+                                    "reason": reason})
+
+    def _measure(self, point: Point, meter: EnergyMeter, deadline: float) -> None:
+        try:
+            m = measure_point(self.point_runner, point, self.grid.repeats, self.grid.warmup, meter,
+                              self._load, deadline)
+        except Exception as exc:  # noqa: BLE001 - only out-of-memory is absorbed
+            if not _is_oom(exc):
+                raise
+            self._oom_rows[point.row] = point.length
+            self.result.limits.append({"kind": point.kind, "model": self.result.model_name,
+                                       "batch": point.batch, "length": point.length,
+                                       "start": point.start, "error": _first_line(exc)})
+            _release_memory(self.point_runner.runner)
+            return
+        self._ratios.append(m.seconds / max(self.predict_s(shape_of(point)), 1e-9))
+        self.result.measurements.append(m)
+
+
+def _relative_spread(m: Measurement) -> float:
+    return (max(m.times) - min(m.times)) / m.seconds
+
+
+def more_rounds(sweeps: list[ModelSweep], meter: EnergyMeter, deadline: float,
+                seed: int = 0) -> int:
+    """Visit every measured point of every sweep again, in a shuffled order, round after round,
+    until each has its target number of timings or the deadline comes; spreading a point's
+    timings over the whole run makes its median robust to slow spells of the machine. Returns
+    the number of rounds run."""
+    rng = np.random.default_rng(seed)
+    visits = [(s, m) for s in sweeps for m in s.result.measurements]
+    for round_index in range(MAX_ROUNDS):
+        order = rng.permutation(len(visits))
+        if not sum(visits[i][0].visit(visits[i][1], meter, deadline) for i in order):
+            return round_index
+    return MAX_ROUNDS
+
+
 def run_sweep(runner: Runner, grid: Grid, model_name: str, meter: EnergyMeter,
               predict_s: Callable[[StepShape], float], budget_s: float, seed: int = 0,
-              progress: bool = True, points: list[Point] | None = None) -> SweepResult:
-    """Measure the grid's points coarse-first within budget_s seconds (see the module doc)."""
-    started = time.perf_counter()
-    rng = np.random.default_rng(seed)
-    point_runner = PointRunner(runner, rng)
-    load = ForeignLoad()
-    todo = points if points is not None else grid_points(grid)
-    todo = sorted(todo, key=lambda p: (p.level, predict_s(shape_of(p)), p.kind))
-    result = SweepResult()
-    ratios: list[float] = []  # measured / predicted of the points run so far
-    oom_rows: dict[tuple[str, int, int], int] = {}
-    steps_per_point = grid.warmup + grid.repeats
-    bar = _progress_bar(len(todo), model_name, progress)
-    try:
-        for point in todo:
-            bar.update(1)
-            limit = oom_rows.get(point.row)
-            if limit is not None and point.length >= limit:
-                continue
-            if any(kind == point.kind and b < point.batch and point.length >= lim
-                   for (kind, b, _), lim in oom_rows.items()):
-                continue  # a smaller batch already ran out of memory at this length
-            scale = statistics.median(ratios) if ratios else 1.0
-            predicted = predict_s(shape_of(point)) * scale
-            remaining = budget_s - (time.perf_counter() - started)
-            cost = predicted * steps_per_point
-            if cost > min(remaining, MAX_POINT_SHARE * budget_s):
-                reason = ("remaining time budget" if cost > remaining
-                          else f"one point may take at most {MAX_POINT_SHARE:.0%} of the budget")
-                result.skipped.append({"kind": point.kind, "batch": point.batch,
-                                       "length": point.length, "start": point.start,
-                                       "predicted_s": float(f"{predicted:.4g}"), "reason": reason})
-                continue
-            try:
-                record = measure_point(point_runner, point, model_name, grid.repeats,
-                                       grid.warmup, meter, load, started + budget_s)
-            except Exception as exc:  # noqa: BLE001 - only out-of-memory is absorbed
-                if not _is_oom(exc):
-                    raise
-                oom_rows[point.row] = point.length
-                result.limits.append({"kind": point.kind, "model": model_name,
-                                      "batch": point.batch, "length": point.length,
-                                      "start": point.start, "error": _first_line(exc)})
-                _release_memory(runner)
-                continue
-            ratios.append(record["seconds"] / max(predict_s(shape_of(point)), 1e-9))
-            result.points.append(record)
-            bar.set_postfix_str(f"{budget_s - (time.perf_counter() - started):.0f}s left")
-    finally:
-        bar.close()
-    result.seconds = time.perf_counter() - started
-    return result
+              progress: bool = True, points: list[Point] | None = None,
+              rounds: bool = False) -> SweepResult:
+    """One model's sweep: a first pass within budget_s, then (with `rounds`) more visits."""
+    deadline = time.perf_counter() + budget_s
+    sweep = ModelSweep(runner, grid, model_name, predict_s, seed, points)
+    sweep.first_pass(meter, budget_s, progress)
+    if rounds:
+        more_rounds([sweep], meter, deadline, seed)
+    return sweep.result
 
 
 def _release_memory(runner: Runner) -> None:

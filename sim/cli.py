@@ -10,12 +10,11 @@ import argparse
 import csv
 import io
 import math
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 from sim.errors import InputError
+from sim.files import check_writable, write_text_atomic
 
 
 class _Parser(argparse.ArgumentParser):
@@ -246,38 +245,6 @@ def scenario_dict_from_args(args: argparse.Namespace) -> tuple[dict, str, Path |
     return data, where, base
 
 
-def _atomic_write_text(path: str, text: str) -> None:
-    target = Path(path)
-    folder = target.parent if str(target.parent) else Path(".")
-    if not folder.is_dir():
-        raise InputError(path, "", f"folder {folder} does not exist")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
-    except OSError as exc:
-        raise InputError(path, "", f"cannot write: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            fh.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _check_writable(path: str | None) -> None:
-    if path is None:
-        return
-    folder = Path(path).parent if str(Path(path).parent) else Path(".")
-    if not folder.is_dir():
-        raise InputError(path, "", f"folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise InputError(path, "", f"folder {folder} is not writable")
-
-
 def _scenario_text(data: dict, path: str) -> str:
     import json
 
@@ -299,7 +266,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from sim.scenario import run_scenario, scenario_from_dict
 
     for out in (args.json, args.requests_csv, args.export_scenario):
-        _check_writable(out)
+        check_writable(out)
     data, where, base = scenario_dict_from_args(args)
     scenario = scenario_from_dict(data, where, base_dir=base)
     result = run_scenario(scenario)
@@ -308,16 +275,16 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.json:
         payload = dict(result.summary)
         payload["scenario"] = scenario.to_dict()
-        _atomic_write_text(args.json, json.dumps(payload, indent=1, allow_nan=False) + "\n")
+        write_text_atomic(args.json, json.dumps(payload, indent=1, allow_nan=False) + "\n")
     if args.requests_csv:
         rows = result.request_rows()
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["request_id"])
         writer.writeheader()
         writer.writerows(rows)
-        _atomic_write_text(args.requests_csv, buf.getvalue())
+        write_text_atomic(args.requests_csv, buf.getvalue())
     if args.export_scenario:
-        _atomic_write_text(args.export_scenario, _scenario_text(scenario.to_dict(), args.export_scenario))
+        write_text_atomic(args.export_scenario, _scenario_text(scenario.to_dict(), args.export_scenario))
     return 0
 
 
@@ -428,7 +395,7 @@ def _write_outputs(result: dict, args: argparse.Namespace) -> None:
     if not args.quiet:
         print(result_text(result))
     if args.json:
-        _atomic_write_text(args.json, json.dumps(result, indent=1, allow_nan=False) + "\n")
+        write_text_atomic(args.json, json.dumps(result, indent=1, allow_nan=False) + "\n")
     for out in args.report:
         write_report(result, out)
         print(f"infercast: wrote {out}", file=sys.stderr)
@@ -439,13 +406,13 @@ def _check_report_paths(paths: list[str]) -> None:
 
     for out in paths:
         report_format(out)
-        _check_writable(out)
+        check_writable(out)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from sim.planner import candidates_from, plan, settings_from_dict
 
-    _check_writable(args.json)
+    check_writable(args.json)
     _check_report_paths(args.report)
     data, table, where, base = _plan_inputs(args, "plan")
     candidates = candidates_from(args.candidates, table, where)
@@ -470,7 +437,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from sim.planner import candidates_from
     from sim.sweep import sweep
 
-    _check_writable(args.json)
+    check_writable(args.json)
     _check_report_paths(args.report)
     data, table, where, base = _plan_inputs(args, "sweep")
     for key in table:

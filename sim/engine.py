@@ -84,14 +84,7 @@ class Replica:
 
     def _commit(self, plan, times: StepTimes, energy_j: float) -> None:
         sched = self.scheduler
-        new_prompt_tokens = 0
-        sampled = len(plan.decode_ids) * times.num_steps
-        for chunk in plan.prefill:
-            if chunk.is_sampling:
-                sampled += 1
-                req = sched.prefilling[chunk.request_id]
-                if req.num_output_tokens == 0:
-                    new_prompt_tokens += req.prompt_tokens
+        sampled, new_prompt_tokens = step_tokens(plan, sched, times.num_steps)
         finished = sched.commit(plan, times)
         end_s = times.end_s
         self.recorder.segment(self.index, times.start_s, end_s, energy_j, sampled, new_prompt_tokens,
@@ -104,6 +97,19 @@ class Replica:
                                  energy_j / duration if duration > 0 else 0.0)
         for req in finished:
             self.on_finish(req)
+
+
+def step_tokens(plan, scheduler: BatchScheduler, num_steps: int = 1) -> tuple[int, int]:
+    """Output tokens a plan samples over num_steps, and the prompt tokens of requests that get
+    their first token (recomputation after preemption is not new input). Call before commit."""
+    sampled, new_prompt = len(plan.decode_ids) * num_steps, 0
+    for chunk in plan.prefill:
+        if chunk.is_sampling:
+            sampled += 1
+            req = scheduler.prefilling[chunk.request_id]
+            if req.num_output_tokens == 0:
+                new_prompt += req.prompt_tokens
+    return sampled, new_prompt
 
 
 class Router:

@@ -51,8 +51,8 @@ class SchedulerConfig:
             raise ValueError(f"max_queue_delay_s: expected >= 0, got {self.max_queue_delay_s!r}")
 
 
-class ContinuousScheduler(BatchScheduler):
-    name = "continuous"
+class _TokenBudgetScheduler(BatchScheduler):
+    """Iteration-level policies with a per-step token budget and a cap on running sequences."""
 
     def __init__(self, kv: KVCacheManager, sink: TokenSink | None = None, *, max_num_seqs: int = 256,
                  max_num_batched_tokens: int = 8192, max_model_len: int | None = None,
@@ -62,13 +62,17 @@ class ContinuousScheduler(BatchScheduler):
         self.max_num_batched_tokens = max_num_batched_tokens
         self.watermark_blocks = int(WATERMARK_FRACTION * kv.num_blocks)
 
+    def wants_wakeup_on_arrival(self) -> bool:
+        return len(self.decoding) + len(self.prefilling) < self.max_num_seqs
+
+
+class ContinuousScheduler(_TokenBudgetScheduler):
+    name = "continuous"
+
     def rejection_reason(self, req: Request) -> str:
         if req.prompt_tokens > self.max_num_batched_tokens:
             return "prompt_exceeds_max_num_batched_tokens"
         return super().rejection_reason(req)
-
-    def wants_wakeup_on_arrival(self) -> bool:
-        return len(self.decoding) + len(self.prefilling) < self.max_num_seqs
 
     def _schedule(self, now_s: float) -> StepPlan | None:
         chunks = self._admit_prefills(now_s)
@@ -96,19 +100,8 @@ class ContinuousScheduler(BatchScheduler):
         return chunks
 
 
-class ChunkedPrefillScheduler(BatchScheduler):
+class ChunkedPrefillScheduler(_TokenBudgetScheduler):
     name = "chunked"
-
-    def __init__(self, kv: KVCacheManager, sink: TokenSink | None = None, *, max_num_seqs: int = 256,
-                 max_num_batched_tokens: int = 2048, max_model_len: int | None = None,
-                 prefix_cache: PrefixCache | None = None) -> None:
-        super().__init__(kv, sink, max_num_seqs=max_num_seqs, max_model_len=max_model_len,
-                         prefix_cache=prefix_cache)
-        self.max_num_batched_tokens = max_num_batched_tokens
-        self.watermark_blocks = int(WATERMARK_FRACTION * kv.num_blocks)
-
-    def wants_wakeup_on_arrival(self) -> bool:
-        return len(self.decoding) + len(self.prefilling) < self.max_num_seqs
 
     def _schedule(self, now_s: float) -> StepPlan | None:
         if not (self.waiting or self.prefilling):

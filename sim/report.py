@@ -21,14 +21,13 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from sim.errors import InputError
+from sim.files import write_text_atomic
 
 FORMATS = {".html": "html", ".htm": "html", ".md": "md", ".markdown": "md", ".json": "json"}
 PLOTLY_BEGIN = "<!-- plotly.js (embedded, offline) -->"
@@ -506,25 +505,6 @@ def report_format(path: str) -> str:
 
 def render(result: Mapping, fmt: str) -> str:
     return {"html": render_html, "md": render_markdown, "json": render_json}[fmt](result)
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    target = Path(path)
-    folder = target.parent if str(target.parent) else Path(".")
-    if not folder.is_dir():
-        raise InputError(str(path), "", f"folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def write_report(result: Mapping, path: str | Path) -> str:

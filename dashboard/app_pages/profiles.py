@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import extra_figures, profile_data, runs, state, views
+from sim import figures
+from dashboard import profile_data, runs, state, views
 from sim.errors import InputError
 from sim.model_spec import KV_DTYPES, PRESETS, WEIGHT_DTYPES
 
@@ -60,7 +61,7 @@ def _measured(name: str) -> None:
     cols[0].metric("measured points", len(rows))
     cols[1].metric("median |error| of the fit", views.number(fit.get("median_rel_error")))
     cols[2].metric("max |error| of the fit", views.number(fit.get("max_rel_error")))
-    st.plotly_chart(extra_figures.measured_vs_predicted(rows, title=f"{name}: measured steps vs the fitted cost model"),
+    st.plotly_chart(figures.measured_vs_predicted(rows, title=f"{name}: measured steps vs the fitted cost model"),
                     key="chart.measured")
     with st.expander("measured points"):
         st.dataframe(rows, hide_index=True, width="stretch")
@@ -92,9 +93,9 @@ def _compare(names: list[str], selected: str) -> None:
     for prof_name, message in errors.items():
         st.warning(f"{prof_name}: {message}")
     c1, c2 = st.columns(2)
-    c1.plotly_chart(extra_figures.step_time_curves(
+    c1.plotly_chart(figures.step_time_curves(
         decode, "batch (sequences)", f"decode step at {ss['pr.context']} tokens of context"), key="chart.decode")
-    c2.plotly_chart(extra_figures.step_time_curves(prefill, "prompt tokens", "prefill of one prompt"),
+    c2.plotly_chart(figures.step_time_curves(prefill, "prompt tokens", "prefill of one prompt"),
                     key="chart.prefill")
     st.caption("Predicted by each profile's cost model at TP 1 (sim.cost_model).")
 

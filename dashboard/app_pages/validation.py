@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import extra_figures, runs, validation_data, views
+from sim import figures
+from dashboard import runs, validation_data, views
 from sim.errors import InputError
 
 
@@ -27,7 +28,7 @@ def _show(result: dict) -> None:
     latency = [{"metric": r["metric"], "predicted_s": r["predicted"], "measured_s": r["measured"]}
                for r in rows if r["key"].startswith("latency.") and r["key"].endswith((".p50", ".p99"))]
     if latency:
-        st.plotly_chart(extra_figures.predicted_vs_measured_bars(latency, title=f"{result['label']}: latency"),
+        st.plotly_chart(figures.predicted_vs_measured_bars(latency, title=f"{result['label']}: latency"),
                         key=f"chart.validation.{result['source']}")
     table = {"metric": [r["metric"] for r in rows],
              "predicted": [views.ms(r["predicted"]) if r["key"].startswith("latency.") else views.number(r["predicted"])

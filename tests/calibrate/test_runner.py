@@ -59,7 +59,8 @@ def naive_logits(model: Transformer, tokens: list[int]) -> torch.Tensor:
     causal = torch.ones(t, t, dtype=torch.bool).tril()
     for layer in model.layers:
         att = layer.attention
-        q, k, v = (rms(x, layer.attention_norm.weight) @ att.wqkv.dense_weight.T).split([h * d, kv * d, kv * d], -1)
+        qkv = rms(x, layer.attention_norm.weight) @ att.wqkv.dense_weight.T
+        q, k, v = qkv.split([h * d, kv * d, kv * d], -1)
         q, k = rope(q.view(t, h, d)), rope(k.view(t, kv, d))
         k, v = k.repeat_interleave(h // kv, 1), v.view(t, kv, d).repeat_interleave(h // kv, 1)
         scores = torch.einsum("qhd,khd->hqk", q, k) / d ** 0.5
@@ -255,7 +256,7 @@ def test_running_out_of_slots_is_rejected() -> None:
         r.execute(StepPlan(prefill=tuple(prefill(rid, 0, 3) for rid in (1, 2, 3))))
 
 
-# ---- padding, static decode path, reserve_context --------------------------------------------------
+# ---- padding, static decode path, reserve_context -----------------------------------------------
 def test_padding_rows_do_not_change_real_rows() -> None:
     prompts = {1: prompt(9, 1), 2: prompt(21, 2)}
     padded, plain = runner(), runner()
@@ -350,6 +351,8 @@ def test_hf_state_dict_round_trip() -> None:
 
 def test_cpu_runner_packs_linear_layers_without_changing_results_or_bytes() -> None:
     r = runner(TINY_TIED)
+    assert r.model.pack_weights() == 0  # too small to gain: the runner left them dense
+    r.model.pack_weights(min_elements=0)
     linears = [m for m in r.model.modules() if isinstance(m, Linear)]
     if not all(m.packed is not None for m in linears):
         pytest.skip("this torch build cannot pack weights for oneDNN")
@@ -361,3 +364,4 @@ def test_cpu_runner_packs_linear_layers_without_changing_results_or_bytes() -> N
     r.add_request(1, tokens)
     got = r.forward_logits(StepPlan(prefill=(prefill(1, 0, 12),)))[1]
     torch.testing.assert_close(got, naive_logits(dense, tokens), atol=ATOL, rtol=0)
+    torch.testing.assert_close(token_by_token(r, 2, tokens), got, atol=ATOL, rtol=0)

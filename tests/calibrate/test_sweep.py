@@ -9,7 +9,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from calibrate.power import EnergyMeter  # noqa: E402
-from calibrate.sweep import Grid, bisection_levels, grid_points, run_sweep, shape_of  # noqa: E402
+from calibrate.sweep import (Grid, bisection_levels, grid_points, run_sweep, shape_of,  # noqa: E402
+                             target_samples)
 from sim.model_spec import PRESETS  # noqa: E402
 from sim.plan import StepPlan  # noqa: E402
 
@@ -108,3 +109,17 @@ def test_out_of_memory_is_recorded_as_the_row_limit() -> None:
     fits = [p for p in grid_points(GRID) if p.kind != "prefill" or p.batch * p.length <= 300]
     assert len(result.points) == len(fits)
     assert not runner.requests
+
+
+def test_later_rounds_merge_into_one_median_per_point() -> None:
+    runner = FakeRunner(seconds_per_token=1e-6)
+    result = run_sweep(runner, GRID, "tiny", EnergyMeter(), lambda s: 1e-6 * s.num_tokens, 60.0,
+                       progress=False, rounds=True)
+    assert len(result.points) == len(grid_points(GRID))
+    for record in result.points:
+        assert record["repeats"] == len(record["times_s"]) >= target_samples(record["seconds"])
+        assert record["visits"] > 1 and record["min_seconds"] <= record["seconds"]
+
+
+def test_short_steps_want_more_samples() -> None:
+    assert target_samples(0.001) > target_samples(0.2) > target_samples(2.0) >= GRID.repeats

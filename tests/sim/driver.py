@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sim.cost_model import CostModel, line_total
+from sim.cost_model import CostModel
 from sim.request import Request
 from sim.scheduler import BatchScheduler, StepTimes
 

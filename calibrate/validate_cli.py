@@ -1,0 +1,94 @@
+"""`calibrate validate`: the real engine serves a workload; the simulator predicts it; compare.
+
+    calibrate validate --profile profiles/x-cpu.json --model llama-small-150m --rate 2 \\
+        --input-tokens 128 --output-tokens 64 --num-requests 40 [--scheduler chunked] [--json OUT]
+    calibrate validate --profile profiles/x-cpu.json --scenario my.toml
+    calibrate validate --profile profiles/x-cpu.json --suite [--record]
+
+The quick flags are `infercast simulate`'s. `--suite` runs the default validation suite (loads of
+30/60/80% of capacity, continuous and chunked batching, a time-scaled slice of the Azure trace,
+and a second model size). `--record` stores the comparison in the profile's provenance
+(`provenance.validation`), so reports and the dashboard show it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+
+from sim.errors import InputError
+
+SUITE_SECOND_MODEL = "llama-medium-400m"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="calibrate validate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", required=True, help="the measured profile of this machine")
+    parser.add_argument("--scenario", help="scenario file (quick flags override it)")
+    parser.add_argument("--suite", action="store_true", help="run the default validation suite")
+    parser.add_argument("--second-model", default=SUITE_SECOND_MODEL, help="suite: the cross-model check")
+    parser.add_argument("--suite-requests", type=int, default=60, help="suite: requests per case")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--tdp-w", type=float, help="stated TDP for an estimated energy figure")
+    parser.add_argument("--json", metavar="OUT", help="write every comparison here")
+    parser.add_argument("--record", action="store_true", help="store the comparison in the profile")
+    return parser
+
+
+def _scenarios(args: argparse.Namespace, rest: list[str], profile) -> list[tuple[str, dict]]:
+    from calibrate.validate import default_suite
+    from sim.cli import build_parser as sim_parser
+    from sim.cli import scenario_dict_from_args
+
+    if args.suite:
+        model = profile.provenance.get("calibration_model") or "llama-small-150m"
+        return default_suite(profile, model, args.second_model, num_requests=args.suite_requests)
+    sim_args = sim_parser().parse_args(["simulate", *([args.scenario] if args.scenario else []), *rest,
+                                        "--profile", profile.path])
+    data, _, _ = scenario_dict_from_args(sim_args)
+    return [("custom", data)]
+
+
+def validate_command(argv: list[str]) -> int:
+    from calibrate.validate import format_rows, validate
+    from sim.profile import load_profile, write_profile
+    from sim.scenario import scenario_from_dict
+
+    args, rest = build_parser().parse_known_args(argv)
+    profile = load_profile(args.profile)
+    results = []
+    for name, data in _scenarios(args, rest, profile):
+        scenario = scenario_from_dict(data, args.scenario or "command line")
+        print(f"== {name}: serving {scenario.workload.describe()} on {args.device} (real time) ...",
+              flush=True)
+        result = validate(name, scenario, profile, device=args.device, tdp_w=args.tdp_w)
+        print(f"identical workload: {result.same_workload}; real engine wall time {result.measured.wall_s:.1f} s")
+        print(format_rows(result.rows), flush=True)
+        results.append(result)
+    if args.json:
+        from sim.files import write_text_atomic
+
+        write_text_atomic(args.json, json.dumps([r.to_dict() for r in results], indent=1, default=str) + "\n")
+    if args.record:
+        document = dict(profile.raw)
+        provenance = dict(document["provenance"])
+        provenance["validation"] = [{
+            "name": r.name, "date": datetime.date.today().isoformat(), "same_workload": r.same_workload,
+            "model": r.scenario.model, "scheduler": r.scenario.scheduler.policy,
+            "workload": r.scenario.workload.describe(), "comparison": r.rows,
+        } for r in results]
+        document["provenance"] = provenance
+        write_profile(document, profile.path)
+        print(f"recorded {len(results)} comparison(s) in {profile.path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        return validate_command(list(sys.argv[1:] if argv is None else argv))
+    except InputError as exc:
+        print(f"calibrate validate: error: {exc}", file=sys.stderr)
+        return 2
