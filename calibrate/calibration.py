@@ -2,9 +2,11 @@
 
 Order: resolve device, model and grid and check them against the model's positions and the free
 memory (bad input fails here, before anything slow); microbenchmarks; choose the dtype; power meter
-and idle power; first passes of the sweep on the calibration model and on two probe models (a
-shallower and a narrower copy of it: with one shape alone, per-step and per-layer overheads and
-weight streaming cannot be told apart); more visits to all measured points while the budget lasts; the fit; the profile document, validated and written atomically.
+and idle power; first passes of the sweep on the calibration model and on probe models (a
+shallower copy, and a narrower one where the cost model can use it: with one shape alone,
+per-step and per-layer overheads and weight streaming cannot be told apart); more visits to all
+measured points while the budget lasts; the fit; the profile document, validated and written
+atomically.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import torch
 from calibrate.cli import (DEFAULT_BUDGET_S, FIT_RESERVE_S, QUICK_BUDGET_S,
                            _check_positive, defaults_for, output_path, print_summary)
 from calibrate.devices import describe_device, resolve_device
-from calibrate.fit import fit_profile
+from calibrate.fit import WIDTH_EXPONENT, cost_fields, fit_profile
 from calibrate.microbench import default_dtypes, run_microbench
 from calibrate.power import make_meter
 from calibrate.profile_builder import (build_document, default_profile_name, power_section,
@@ -283,14 +285,17 @@ def sweep_models(plan: Plan, grid: Grid, spec: ModelSpec, document: dict, meter,
 
 
 def probe_specs(spec: ModelSpec) -> list[ModelSpec]:
-    """Shallower and narrower copies of the calibration model. Same widths with fewer layers
-    separate per-layer from per-step costs; same layers with half the widths separate per-layer
-    overhead from per-layer weight streaming, which one model alone cannot tell apart."""
+    """Shallower (and, where the cost model has a width term, narrower) copies of the
+    calibration model. Same widths with fewer layers separate per-layer from per-step costs;
+    same layers with half the widths show how GEMM efficiency grows with width and separate
+    per-layer overhead from per-layer weight streaming, which one shape alone cannot."""
     probes = []
     if spec.num_layers >= 4:
         layers = max(1, spec.num_layers // 4)
         probes.append(dataclasses.replace(spec, name=f"{spec.name}-{layers}layers",
                                           num_layers=layers))
+    if WIDTH_EXPONENT not in cost_fields():
+        return probes  # a cost model without a width term cannot use a narrower probe
     heads, kv_heads = spec.num_attention_heads // 2, spec.num_kv_heads // 2
     if heads >= 1 and kv_heads >= 1 and heads % kv_heads == 0 and spec.hidden_size >= 128:
         probes.append(dataclasses.replace(

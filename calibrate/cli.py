@@ -4,6 +4,7 @@
     calibrate --quick                  # a coarse profile in about a minute
     calibrate --model llama-medium-400m --dtype bf16 --device cuda --time-budget 600
     calibrate fit profiles/x.json      # re-fit a profile's stored measurements (no torch needed)
+    calibrate validate --profile profiles/x.json ...   # real engine vs simulator (validate_cli)
 
 Steps: resolve model, device and grid (bad input: one line on stderr, exit 2, nothing written),
 microbenchmarks (achieved GEMM FLOP/s per dtype, memory bandwidth), power meter and idle power,
@@ -17,7 +18,6 @@ import argparse
 import os
 import shlex
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,10 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="calibrate",
         description="Measure this machine with a real PyTorch prefill/decode runner, fit the "
                     "simulator's cost model and write a hardware profile (JSON).",
-        epilog="Sub-command: `calibrate fit PROFILE [--output PATH]` re-fits the measurements "
-               "stored in an existing profile (see `calibrate fit --help`). Bad input exits with "
-               "status 2 and one line on stderr; the profile is written atomically at the end.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        epilog="Sub-commands: `calibrate fit PROFILE [--output PATH]` re-fits the measurements "
+               "stored in an existing profile (see `calibrate fit --help`); `calibrate validate "
+               "--profile PROFILE ...` compares the real engine with the simulator (see "
+               "`calibrate validate --help`). Bad input exits with status 2 and one line on "
+               "stderr; the profile is written atomically at the end.",
+    )
     parser.add_argument("--model", default=None,
                         help="model preset name (e.g. llama-small-150m, llama-3.2-1b) or a path to "
                              "a Hugging Face config.json (or its folder); random weights in the "
@@ -96,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="weights, KV cache and compute dtype. Default: bf16 on GPU; on CPU "
                              "the faster of fp32 and bf16 by the measured GEMM rate")
     parser.add_argument("--device", default="auto",
-                        help="cpu, cuda, cuda:N, mps or auto (the first GPU present, else cpu)")
+                        help="cpu, cuda, cuda:N, mps or auto (default: the first GPU present, "
+                             "else cpu)")
     grid = parser.add_argument_group("grid (default: per device, smaller with --quick)")
     grid.add_argument("--batches", type=_int_list("--batches"), default=None,
                       help="batch sizes for prefill and decode, e.g. 1,2,4,8")
@@ -109,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--mixed-batches", type=_int_list("--mixed-batches"), default=None,
                       help="decodes beside the chunk in mixed steps")
     grid.add_argument("--repeats", type=int, default=None,
-                      help="timed repeats per point (median kept), after one warm-up")
+                      help="timed repeats per point in the first pass, after one warm-up "
+                           "(default 3 on CPU); later visits add more, the median of all is kept")
     parser.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
                         help=f"wall-clock budget of the whole calibration; the sweep runs coarse "
                              f"points first and skips what would not fit. Default: "
@@ -130,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="on CUDA, run decode steps through torch.compile / CUDA graphs as a "
                              "tuned engine would (compiles one graph per batch and context "
                              "bucket: minutes)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of weights and prompts")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of weights and prompts (default 0)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     return parser
 
@@ -170,6 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv[:1] == ["fit"]:
             return fit_command(build_fit_parser().parse_args(argv[1:]))
+        if argv[:1] == ["validate"]:
+            from calibrate.validate_cli import main as validate_main
+
+            return validate_main(argv[1:])
         args = build_parser().parse_args(argv)
         from calibrate.calibration import run_calibration  # torch is imported from here on
 
@@ -223,7 +232,7 @@ def print_summary(path: Path, document: dict, seconds: float, out=sys.stdout) ->
     limits = document["measurements"].get("limits") or []
     skipped = document["measurements"]["grid"].get("skipped") or []
     if limits:
-        print(f"  out of memory at: " + ", ".join(
+        print("  out of memory at: " + ", ".join(
             f"{x['kind']} batch {x['batch']} x {x['length']}" for x in limits), file=out)
     if skipped:
         print(f"  {len(skipped)} grid points skipped by the time budget", file=out)

@@ -7,7 +7,10 @@ What is fitted (see `sim.cost_model` for the form; it is evaluated, never re-imp
   * memory_efficiency: fraction of the measured stream bandwidth reached reading weights and KV;
   * attention_efficiency: fraction of peak FLOP/s reached by attention's (query, key) pairs;
   * step_overhead_s, layer_overhead_s, sequence_overhead_s: fixed costs per step, per decoder layer
-    and per sequence.
+    and per sequence;
+  * where `sim.profile.CostParams` has them (proposed extensions): kv_memory_efficiency (bandwidth
+    fraction of decode attention's KV reads) and matmul_width_exponent (GEMM efficiency growing
+    with the model's width; needs points of two widths).
 Peak FLOP/s and bandwidth come from the microbenchmarks and stay fixed.
 
 How: `scipy.optimize.least_squares` on log(predicted / measured) (relative errors, so a 2 ms decode
@@ -65,28 +68,36 @@ def spec_from_dict(data: dict) -> ModelSpec:
     return ModelSpec(**{k: v for k, v in data.items() if k in fields})
 
 
-# Efficiencies the fit knows; optional ones are fitted only where sim.profile.CostParams has them
-# (a separate KV-read efficiency is proposed for decode attention, see the calibration report).
+# Efficiencies the fit knows; the optional ones (proposed additions to the cost model, see the
+# calibration report) are fitted only where sim.profile.CostParams has them.
 EFFICIENCIES = ("memory_efficiency", "attention_efficiency")
 OPTIONAL_EFFICIENCIES = ("kv_memory_efficiency",)
 OVERHEADS = ("step_overhead_s", "sequence_overhead_s", "layer_overhead_s")
+WIDTH_EXPONENT = "matmul_width_exponent"  # optional: efficiency x min(1, (hidden/ref)^exponent)
+
+
+def cost_fields() -> set[str]:
+    return {f.name for f in dataclasses.fields(CostParams)}
 
 
 class _Problem:
     """Maps a parameter vector to cost-model predictions for every measured point.
 
-    x = [log efficiency of each curve knot..., log of each scalar efficiency..., each overhead
-    in ms...]."""
+    x = [log efficiency of each curve knot..., log of each scalar efficiency..., each linear
+    parameter (overheads in ms, the width exponent) ...]."""
 
     def __init__(self, base: Profile, specs: dict[str, ModelSpec], points: list[dict],
-                 knots: list[int], fit_layer_overhead: bool) -> None:
+                 knots: list[int], fit_layer_overhead: bool, fit_width: bool) -> None:
         self.base = base
         self.specs = specs
         self.knots = knots
-        cost_fields = {f.name for f in dataclasses.fields(CostParams)}
         self.efficiencies = EFFICIENCIES + tuple(e for e in OPTIONAL_EFFICIENCIES
-                                                 if e in cost_fields)
-        self.overheads = OVERHEADS if fit_layer_overhead else OVERHEADS[:2]
+                                                 if e in cost_fields())
+        # (name, scale to the field's unit, upper bound)
+        self.linear = [(name, OVERHEAD_SCALE_S, 1e4)
+                       for name in (OVERHEADS if fit_layer_overhead else OVERHEADS[:2])]
+        if fit_width:
+            self.linear.append((WIDTH_EXPONENT, 1.0, 2.0))
         self.groups: dict[str, list[int]] = {}
         for i, point in enumerate(points):
             self.groups.setdefault(point["model"], []).append(i)
@@ -95,12 +106,15 @@ class _Problem:
         self.num_knots = len(knots)
         self.log_knot_gaps = np.diff(np.log(knots)) if len(knots) > 1 else np.array([])
 
+    @property
+    def fitted_names(self) -> tuple[str, ...]:
+        return self.efficiencies + tuple(name for name, _, _ in self.linear)
+
     def params(self, x: np.ndarray) -> CostParams:
         k, n_eff = self.num_knots, len(self.efficiencies)
         curve = tuple((float(t), float(math.exp(v))) for t, v in zip(self.knots, x[:k]))
         values = {name: float(math.exp(v)) for name, v in zip(self.efficiencies, x[k:k + n_eff])}
-        values |= {name: float(v) * OVERHEAD_SCALE_S
-                   for name, v in zip(self.overheads, x[k + n_eff:])}
+        values |= {name: float(v) * scale for (name, scale, _), v in zip(self.linear, x[k + n_eff:])}
         values.setdefault("layer_overhead_s", 0.0)
         return dataclasses.replace(self.base.cost, matmul_efficiency=max(e for _, e in curve),
                                    matmul_half_tokens=_half_tokens(curve),
@@ -121,8 +135,8 @@ class _Problem:
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
         n_eff = self.num_knots + len(self.efficiencies)
-        lo = [math.log(MIN_EFFICIENCY)] * n_eff + [0.0] * len(self.overheads)
-        hi = [math.log(MAX_EFFICIENCY)] * n_eff + [1e4] * len(self.overheads)
+        lo = [math.log(MIN_EFFICIENCY)] * n_eff + [0.0] * len(self.linear)
+        hi = [math.log(MAX_EFFICIENCY)] * n_eff + [upper for _, _, upper in self.linear]
         return np.array(lo), np.array(hi)
 
     def start(self, peak_eff: float, half_tokens: float, mem_eff: float, attn_eff: float,
@@ -130,10 +144,10 @@ class _Problem:
         log_curve = [math.log(max(peak_eff * t / (t + half_tokens), 2 * MIN_EFFICIENCY))
                      for t in self.knots]
         starts = {"memory_efficiency": mem_eff, "attention_efficiency": attn_eff}
-        log_eff = [math.log(starts.get(name, mem_eff)) for name in self.efficiencies]
-        overheads = {"step_overhead_s": overhead_ms, "sequence_overhead_s": overhead_ms / 100.0,
-                     "layer_overhead_s": overhead_ms / 10.0}
-        return np.array(log_curve + log_eff + [overheads[name] for name in self.overheads])
+        log_eff = [math.log(starts.get(name, mem_eff / 2)) for name in self.efficiencies]
+        linear = {"step_overhead_s": overhead_ms, "sequence_overhead_s": overhead_ms / 100.0,
+                  "layer_overhead_s": overhead_ms / 10.0, WIDTH_EXPONENT: 0.2}
+        return np.array(log_curve + log_eff + [linear[name] for name, _, _ in self.linear])
 
 
 def _half_tokens(curve: tuple[tuple[float, float], ...]) -> float:
@@ -171,8 +185,10 @@ def fit_profile(document: dict, where: str = "profile", max_nfev: int = 400) -> 
     max_tokens = max(int(p["num_tokens"]) for p in points)
     knots = curve_knots(max_tokens)
     fit_layer = len({specs[p["model"]].num_layers for p in points}) > 1
+    fit_width = (WIDTH_EXPONENT in cost_fields()
+                 and len({specs[p["model"]].hidden_size for p in points}) > 1)
     base = profile_from_dict(doc, where)
-    problem = _Problem(base, specs, points, knots, fit_layer)
+    problem = _Problem(base, specs, points, knots, fit_layer, fit_width)
     lo, hi = problem.bounds()
 
     min_s = min(p["seconds"] for p in points)
@@ -189,8 +205,8 @@ def fit_profile(document: dict, where: str = "profile", max_nfev: int = 400) -> 
     params = problem.params(best.x)
 
     cm = doc["cost_model"]
-    scalars = ("matmul_efficiency", "matmul_half_tokens") + problem.efficiencies + OVERHEADS
-    cm.update({name: _round(getattr(params, name)) for name in scalars})
+    scalars = ("matmul_efficiency", "matmul_half_tokens") + problem.fitted_names + OVERHEADS
+    cm.update({name: _round(getattr(params, name)) for name in dict.fromkeys(scalars)})
     cm["matmul_efficiency_curve"] = [[int(t), _round(e)] for t, e in params.matmul_efficiency_curve]
     cm["fit"] = None
     # Score with the rounded parameters as written, through the same loader the simulator uses.
@@ -201,6 +217,7 @@ def fit_profile(document: dict, where: str = "profile", max_nfev: int = 400) -> 
         point["predicted_s"] = _round(float(pred))
         point["rel_error"] = round(float(err), 5)
     cm["fit"] = fit_quality(points, rel, best, knots, fit_layer)
+    cm["fit"]["fitted"] = ["matmul_efficiency_curve", *problem.fitted_names]
     return doc
 
 
@@ -210,7 +227,8 @@ def fit_quality(points: list[dict], rel: np.ndarray, result: Any, knots: list[in
     by_kind = {}
     for kind in sorted({p["kind"] for p in points}):
         errs = np.array([abs(float(r)) for p, r in zip(points, rel) if p["kind"] == kind])
-        by_kind[kind] = {"num_points": int(errs.size), "median_rel_error": round(float(np.median(errs)), 5),
+        by_kind[kind] = {"num_points": int(errs.size),
+                         "median_rel_error": round(float(np.median(errs)), 5),
                          "max_rel_error": round(float(errs.max()), 5)}
     worst = int(np.argmax(abs_err))
     return {

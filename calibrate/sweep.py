@@ -2,8 +2,8 @@
 
 Measured: for each grid point, the wall time of one engine step (`Runner.execute` of a StepPlan,
 device-synchronised before and after): a warm-up step, then the grid's `repeats` timed steps;
-later visits add REPEATS_PER_VISIT more each, and the median of all is kept. Energy over the timed runs comes from the power meter; peak device
-memory where torch reports it (CUDA). Each point is recorded with the StepShape of the very plan
+later visits add REPEATS_PER_VISIT more each, and the median of all is kept. Energy over the
+timed runs comes from the power meter; peak device memory where torch reports it (CUDA). Each point is recorded with the StepShape of the very plan
 executed (`plan.shape()`), so the fit sees exactly what the simulator computes.
 
 * prefill (batch x prompt length): `batch` fresh prompts of `prompt_tokens` in one step;
@@ -416,7 +416,8 @@ class ModelSweep:
     def _skip(self, point: Point, over_remaining: bool) -> None:
         reason = ("remaining time budget" if over_remaining
                   else f"one point may take at most {MAX_POINT_SHARE:.0%} of the budget")
-        self.result.skipped.append({"kind": point.kind, "batch": point.batch,
+        self.result.skipped.append({"model": self.result.model_name, "kind": point.kind,
+                                    "batch": point.batch,
                                     "length": point.length, "start": point.start,
                                     "predicted_s": _sig(self.predicted(point), 4),
                                     "reason": reason})

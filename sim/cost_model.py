@@ -6,8 +6,12 @@ Modelled, per device of a TP group (weights, heads and KV heads split TP ways):
     less than large GEMMs: a fitted curve or e_max * T / (T + T_half)); they must also stream every
     weight once per step. Each linear layer is bound by the slower of the two (roofline):
     t_linear = max(t_matmul, weight_bytes / (bandwidth x memory_efficiency)).
+    GEMM efficiency also depends on the matrices' width: a profile may scale it by
+    min(1, (hidden / 4096) ^ matmul_width_exponent) (fitted from two model widths).
   * attention: 4 x layers x q_size FLOPs per causal (query, key) pair, and the KV of every
-    context token read once; bound by the slower of the two: t_attn = max(t_flops, t_kv).
+    context token read once, at kv_memory_efficiency of the bandwidth where the profile gives one
+    (attention kernels gather KV per head; they often stream slower than weight GEMMs); bound by
+    the slower of the two: t_attn = max(t_flops, t_kv).
   * fixed overheads: per step, per layer (kernel launches / Python), per sequence (metadata).
   * tensor parallelism: two all-reduces of the step's activations per layer over the interconnect
     (ring: 2 (tp-1)/tp x bytes / bandwidth + latency each).
@@ -81,8 +85,10 @@ class CostModel:
         self.params = params
         compute_dtype = COMPUTE_DTYPE_OF_WEIGHTS[model.weight_dtype]
         self.compute_dtype = compute_dtype
+        width = min(1.0, (model.hidden_size / 4096) ** params.matmul_width_exponent)
         peak = profile.peak_flops_for(compute_dtype)
         self.peak_flops = peak
+        self._matmul_flops_rate = peak * width
         bandwidth = profile.device.memory_bandwidth_bytes_per_s * params.memory_efficiency
         self.effective_bandwidth = bandwidth
 
@@ -90,7 +96,9 @@ class CostModel:
         self._head_flops_per_sample = model.lm_head_flops_per_sampled_token / tp
         self._attn_s_per_pair = model.attention_flops_per_pair / tp / (peak * params.attention_efficiency)
         kv_share = max(1.0 / tp, 1.0 / model.num_kv_heads)
-        self._kv_s_per_token = model.kv_bytes_per_token * kv_share / bandwidth
+        kv_bandwidth = profile.device.memory_bandwidth_bytes_per_s * (
+            params.kv_memory_efficiency or params.memory_efficiency)
+        self._kv_s_per_token = model.kv_bytes_per_token * kv_share / kv_bandwidth
         self._attn_or_kv_s_per_token = max(self._attn_s_per_pair, self._kv_s_per_token)
         if model.is_moe:
             self._dense_weight_bytes = (model.layer_weight_bytes
@@ -128,7 +136,7 @@ class CostModel:
 
     def _linear_parts(self, num_tokens: int, num_sampled: int) -> tuple[float, float]:
         flops = self._lin_flops_per_token * num_tokens + self._head_flops_per_sample * num_sampled
-        matmul_s = flops / (self.peak_flops * matmul_efficiency(self.params, num_tokens))
+        matmul_s = flops / (self._matmul_flops_rate * matmul_efficiency(self.params, num_tokens))
         weights_s = self._weight_bytes(num_tokens, num_sampled) / self.effective_bandwidth
         return matmul_s, weights_s
 

@@ -60,6 +60,8 @@ class CostParams:
     sequence_overhead_s: float
     matmul_efficiency_curve: tuple[tuple[float, float], ...] = ()
     fit: dict[str, Any] | None = None
+    kv_memory_efficiency: float | None = None  # KV reads, if they stream slower than weights
+    matmul_width_exponent: float = 0.0  # narrower matrices reach less: x min(1, (hidden/4096)^e)
 
 
 @dataclass(frozen=True)
@@ -233,6 +235,10 @@ def profile_from_dict(data: Any, where: str) -> Profile:
         sequence_overhead_s=r.number(cm, "sequence_overhead_s", p, strict=False),
         matmul_efficiency_curve=tuple(curve),
         fit=cm.get("fit"),
+        kv_memory_efficiency=(r.number(cm, "kv_memory_efficiency", p, maximum=1.5)
+                              if cm.get("kv_memory_efficiency") is not None else None),
+        matmul_width_exponent=r.number(cm, "matmul_width_exponent", p, strict=False, maximum=4.0,
+                                       default=0.0),
     )
 
     pw = r.section(data, "power")

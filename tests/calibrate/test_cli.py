@@ -150,3 +150,18 @@ def test_help_documents_the_flags(capsys: pytest.CaptureFixture) -> None:
                  "--time-budget", "--quick", "--output", "--tdp-w", "--price-usd-per-h", "--seed",
                  "calibrate fit"):
         assert flag in text
+
+
+def test_rapl_meter_reads_package_counters_across_a_wrap(tmp_path: Path) -> None:
+    zone = tmp_path / "intel-rapl:0"
+    (tmp_path / "intel-rapl:0:0").mkdir(parents=True)  # a sub-zone: not counted twice
+    zone.mkdir()
+    (zone / "max_energy_range_uj").write_text("1000000\n")
+    (zone / "energy_uj").write_text("999000\n")
+    zones = power.readable_rapl_zones(tmp_path)
+    assert zones == [zone]
+    meter = power.RaplMeter(zones)
+    with meter.measure() as reading:
+        (zone / "energy_uj").write_text("4000\n")  # wrapped: 1000 + 4000 uJ
+    assert reading.joules == pytest.approx(0.005)
+    assert not reading.is_estimated and meter.method == "rapl"
