@@ -62,9 +62,13 @@ def test_real_engine_and_simulator_serve_the_identical_workload(tiny_profile, po
     assert all(r.finish_s > r.first_token_s >= r.arrival_s for r in real)  # all served, for real
     assert all(r.num_output_tokens == r.output_tokens for r in real)
     errors = {row["metric"]: row["rel_error"] for row in result.rows}
-    # loose: a shared 2-core CI machine; the model's own step error is ~3-10% on a quiet one
-    for metric in ("e2e_s.mean", "tpot_s.mean", "throughput.output_tokens_per_s"):
-        assert errors[metric] is not None and abs(errors[metric]) < 0.6, (metric, errors[metric])
+    # Loose on purpose: a shared 2-core CI machine, and a known systematic gap (serving steps of
+    # varying shapes run slower than the calibration sweep's repeated ones: -20..-50% on a quiet
+    # machine, tracked by benchmarks/fidelity.py). A factor of 6 is a regression guard: it still
+    # catches a broken engine, wrong units or a comparison of different workloads.
+    for metric in ("e2e_s.mean", "tpot_s.mean", "ttft_s.mean"):
+        assert errors[metric] is not None and 1 / 6 < 1 + errors[metric] < 6, (metric, errors[metric])
+    assert abs(errors["throughput.output_tokens_per_s"]) < 0.5
 
 
 def test_validate_cli_writes_json_and_records_in_the_profile(tiny_profile, tmp_path):
