@@ -409,6 +409,22 @@ def _check_report_paths(paths: list[str]) -> None:
         check_writable(out)
 
 
+def _run_and_write(args: argparse.Namespace, label: str, units: str, run) -> int:
+    """Run a plan or sweep on the chosen executor with a progress bar, write its outputs, and
+    exit 130 when Ctrl-C stopped it (the finished part is kept and written)."""
+    bar = _ProgressBar(label, not args.no_progress)
+    with _executor(args) as executor:
+        try:
+            result = run(executor, bar)
+        finally:
+            bar.close()
+    _write_outputs(result, args)
+    if result["interrupted"]:
+        print(f"infercast: interrupted; finished {units} were kept", file=sys.stderr)
+        return 130
+    return 0
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     from sim.planner import candidates_from, plan, settings_from_dict
 
@@ -420,17 +436,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
                  "stat": args.stat, "rel_tol": args.rel_tol, "requests_per_run": args.requests_per_run,
                  "load_factors": tuple(args.load_factors) if args.load_factors is not None else None}
     settings = settings_from_dict({k: v for k, v in table.items() if k != "candidates"}, where, overrides)
-    bar = _ProgressBar("plan", not args.no_progress)
-    with _executor(args) as executor:
-        try:
-            result = plan(data, candidates, settings, executor, where, base, bar)
-        finally:
-            bar.close()
-    _write_outputs(result, args)
-    if result["interrupted"]:
-        print("infercast: interrupted; finished candidates were kept", file=sys.stderr)
-        return 130
-    return 0
+    return _run_and_write(args, "plan", "candidates",
+                          lambda executor, bar: plan(data, candidates, settings, executor, where, base, bar))
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -448,20 +455,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     candidates = None
     if args.candidates is not None or table.get("candidates"):
         candidates = candidates_from(args.candidates, table, where)
-    bar = _ProgressBar("sweep", not args.no_progress)
-    with _executor(args) as executor:
-        try:
-            result = sweep(data, candidates, rates, executor, where, base, bar,
-                           stat=args.stat or table.get("stat", "p99"),
-                           requests_per_run=args.requests_per_run or table.get("requests_per_run"),
-                           replicas=args.replicas or table.get("replicas"))
-        finally:
-            bar.close()
-    _write_outputs(result, args)
-    if result["interrupted"]:
-        print("infercast: interrupted; finished points were kept", file=sys.stderr)
-        return 130
-    return 0
+    return _run_and_write(args, "sweep", "points", lambda executor, bar: sweep(
+        data, candidates, rates, executor, where, base, bar, stat=args.stat or table.get("stat", "p99"),
+        requests_per_run=args.requests_per_run or table.get("requests_per_run"),
+        replicas=args.replicas or table.get("replicas")))
 
 
 def cmd_report(args: argparse.Namespace) -> int:

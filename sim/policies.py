@@ -65,6 +65,17 @@ class _TokenBudgetScheduler(BatchScheduler):
     def wants_wakeup_on_arrival(self) -> bool:
         return len(self.decoding) + len(self.prefilling) < self.max_num_seqs
 
+    def _admit_head(self, num_tokens: int, has_other_work: bool, now_s: float) -> Request | None:
+        """Start prefilling the first waiting request's next num_tokens, unless that would take the
+        free blocks below the watermark while other work exists, or the cache is full."""
+        need = self.kv.blocks_for(num_tokens)
+        if self.available_blocks - need < self.watermark_blocks and has_other_work:
+            return None
+        req = self.waiting[0]
+        if not self.start_prefill(req, num_tokens, now_s):
+            return None
+        return self.waiting.popleft()
+
 
 class ContinuousScheduler(_TokenBudgetScheduler):
     name = "continuous"
@@ -89,12 +100,8 @@ class ContinuousScheduler(_TokenBudgetScheduler):
             # a recomputed request longer than the budget may run alone
             if tokens + n > self.max_num_batched_tokens and chunks:
                 break
-            need = self.kv.blocks_for(n)
-            if self.available_blocks - need < self.watermark_blocks and (chunks or self.decoding):
+            if self._admit_head(n, bool(chunks or self.decoding), now_s) is None:
                 break
-            if not self.start_prefill(req, n, now_s):
-                break
-            self.waiting.popleft()
             chunks.append(PrefillChunk(req.request_id, req.num_computed_tokens, n, True))
             tokens += n
         return chunks
@@ -132,12 +139,8 @@ class ChunkedPrefillScheduler(_TokenBudgetScheduler):
         while self.waiting and budget > 0 and len(self.decoding) + len(self.prefilling) < self.max_num_seqs:
             req = self.waiting[0]
             n = min(self.remaining_prefill_tokens(req), budget)
-            need = self.kv.blocks_for(n)
-            if self.available_blocks - need < self.watermark_blocks and (chunks or self.decoding):
+            if self._admit_head(n, bool(chunks or self.decoding), now_s) is None:
                 break
-            if not self.start_prefill(req, n, now_s):
-                break
-            self.waiting.popleft()
             chunks.append(self._chunk(req, n))
             budget -= n
         return chunks

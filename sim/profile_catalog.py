@@ -201,7 +201,8 @@ def _check_cost_model(data: dict, add: Add) -> None:
         add(p + "compute_dtype", f"{dtype} has no entry in device.peak_flops")
     # a datasheet efficiency is a fraction of the printed peak (<= 1); a measured one is relative
     # to the microbenchmark (a read-only weight stream can beat the measured copy bandwidth)
-    high = 1.5 if ((data.get("provenance") or {}).get("source") == "measured") else 1.0
+    prov = data.get("provenance")
+    high = 1.5 if isinstance(prov, dict) and prov.get("source") == "measured" else 1.0
     for key in ("matmul_efficiency", "memory_efficiency", "attention_efficiency"):
         _number(cm, key, p, add, high=high)
     if cm.get("kv_memory_efficiency") is not None:
