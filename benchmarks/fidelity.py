@@ -4,8 +4,11 @@ them from the machine's measured profile. Prints predicted vs measured and the r
 Targets (issue: fidelity): mean TTFT, TPOT, E2E and throughput within 5%; p99 within 10%;
 cross-model (a model the profile was not fitted with) within 10%.
 
-Usage: python benchmarks/fidelity.py --profile profiles/<host>-cpu.json [--requests 60] [--json OUT]
-Run it on a quiet machine: other processes' load shows up as error.
+Usage: python benchmarks/fidelity.py --profile profiles/<host>-cpu.json [--requests 60] [--repeat 2]
+       [--json OUT]
+Run it on a quiet machine: other processes' load shows up as error. Each case also prints the
+machine's speed against its calibration (re-timed calibration points) and the error of the
+prediction made at that speed, and the real steps against the cost model (`calibrate.validate`).
 """
 
 from __future__ import annotations
@@ -19,16 +22,23 @@ MEAN_METRICS = ("ttft_s.mean", "tpot_s.mean", "e2e_s.mean", "throughput.output_t
 TAIL_METRICS = ("ttft_s.p99", "tpot_s.p99", "e2e_s.p99")
 
 
+def _cell(value) -> str:
+    return "n/a" if value is None else f"{value * 100:+.1f}%"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", required=True)
     ap.add_argument("--requests", type=int, default=60)
     ap.add_argument("--second-model", default="llama-medium-400m")
     ap.add_argument("--only", help="run only the cases whose name contains this")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="serve each case this many times: the spread of the measured means is the "
+                         "machine's own run-to-run noise, a floor under any prediction error")
     ap.add_argument("--json")
     args = ap.parse_args()
 
-    from calibrate.validate import default_suite, format_rows, validate
+    from calibrate.validate import default_suite, format_diagnostics, format_rows, validate
     from sim.profile import load_profile
     from sim.scenario import scenario_from_dict
 
@@ -39,19 +49,39 @@ def main() -> None:
     for name, data in default_suite(profile, model, args.second_model, num_requests=args.requests):
         if args.only and args.only not in name:
             continue
-        start = time.perf_counter()
-        result = validate(name, scenario_from_dict(data, "suite"), profile)
-        errors = {r["metric"]: r["rel_error"] for r in result.rows}
-        print(f"\n== {name} ({time.perf_counter() - start:.0f} s; identical workload: {result.same_workload})")
-        print(format_rows(result.rows))
-        table.append((name, errors))
-        dump.append(result.to_dict())
-    print("\nsummary: relative error of the prediction (predicted - measured) / measured")
+        for run in range(args.repeat):
+            start = time.perf_counter()
+            result = validate(name, scenario_from_dict(data, "suite"), profile)
+            print(f"\n== {name} run {run + 1} ({time.perf_counter() - start:.0f} s; identical workload: "
+                  f"{result.same_workload})")
+            print(format_rows(result.rows, result.at_speed_rows))
+            print(format_diagnostics(result))
+            table.append((name, run, result))
+            dump.append(result.to_dict())
     cols = MEAN_METRICS + TAIL_METRICS
-    print(f"{'case':<52}" + "".join(f"{c.replace('_s', '').replace('throughput.', ''):>16}" for c in cols))
-    for name, errors in table:
-        cells = "".join(f"{'n/a' if errors.get(c) is None else format(errors[c] * 100, '+.1f') + '%':>16}" for c in cols)
-        print(f"{name:<52}{cells}")
+    heads = "".join(f"{c.replace('_s', '').replace('throughput.', ''):>16}" for c in cols)
+    for title, rows_of in (("the profile as calibrated", lambda r: r.rows),
+                           ("the profile at the speed the machine was found in", lambda r: r.at_speed_rows)):
+        print(f"\nrelative error, (predicted - measured) / measured, of {title}")
+        print(f"{'case':<56}{'speed':>7}{'steps':>8}" + heads)
+        for name, run, r in table:
+            errors = {row["metric"]: row["rel_error"] for row in rows_of(r) or []}
+            speed = "n/a" if r.speed is None else f"{r.speed.factor:.2f}x"
+            steps = _cell(r.steps.get("all", {}).get("rel_error"))
+            print(f"{name + (f' #{run + 1}' if args.repeat > 1 else ''):<56}{speed:>7}{steps:>8}"
+                  + "".join(f"{_cell(errors.get(c)):>16}" for c in cols))
+    if args.repeat > 1:
+        print("\nrun-to-run: (largest - smallest) / smallest measured value over the repeats")
+        print(f"{'case':<56}" + heads)
+        names = list(dict.fromkeys(n for n, _, _ in table))
+        for name in names:
+            runs = [r for n, _, r in table if n == name]
+            cells = []
+            for c in cols:
+                values = [row["measured"] for r in runs for row in r.rows if row["metric"] == c]
+                values = [v for v in values if v]
+                cells.append(_cell((max(values) - min(values)) / min(values) if len(values) > 1 else None))
+            print(f"{name:<56}" + "".join(f"{c:>16}" for c in cells))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(dump, fh, indent=1, default=str)

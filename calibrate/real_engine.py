@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -25,6 +25,7 @@ from calibrate.power import EnergyMeter
 from calibrate.runner import Runner
 from sim.engine import ClosedLoopLoad, OpenLoop, step_tokens
 from sim.metrics import RunRecorder
+from sim.plan import StepShape
 from sim.request import Request
 from sim.scenario import Prepared, finish_summary
 from sim.scheduler import BatchScheduler, StepTimes
@@ -35,6 +36,7 @@ class RealRun:
     summary: dict
     recorder: RunRecorder
     wall_s: float
+    steps: list[tuple[StepShape, float]] = field(default_factory=list)  # each step's shape, seconds
 
 
 class _Traffic:
@@ -92,6 +94,7 @@ def serve(prep: Prepared, runner: Runner, meter: EnergyMeter | None = None, seed
     if sc.deployment.replicas != 1 or sc.deployment.tp != 1:
         raise ValueError("the real engine serves one replica on one device (replicas = tp = 1)")
     recorder = RunRecorder()
+    steps: list[tuple[StepShape, float]] = []
     (sched,) = prep.make_schedulers(recorder)
     traffic = _Traffic(prep.load, sc.measurement.warmup_fraction, sc.measurement.drain_fraction)
     token_rng = np.random.default_rng(seed)
@@ -119,6 +122,7 @@ def serve(prep: Prepared, runner: Runner, meter: EnergyMeter | None = None, seed
             runner.execute(plan)
             runner.synchronize()
             end = clock() - t0
+            steps.append((plan.shape(), end - start))
             sampled, new_prompt = step_tokens(plan, sched)
             for req in sched.commit(plan, StepTimes(start, end - start, 0.0, 1)):
                 runner.free(req.request_id)
@@ -136,7 +140,7 @@ def serve(prep: Prepared, runner: Runner, meter: EnergyMeter | None = None, seed
     summary = finish_summary(prep, recorder, [sched])
     summary["energy"] = _measured_energy(summary, reading, meter)
     summary["engine"] = {"kind": "real", "device": str(runner.device), "wall_s": wall}
-    return RealRun(summary, recorder, wall)
+    return RealRun(summary, recorder, wall, steps)
 
 
 def _arrive(req: Request, sched: BatchScheduler, runner: Runner, recorder: RunRecorder,

@@ -128,6 +128,12 @@ class Runner:
         tokens.extend([tokens[-1]] * (num_tokens + 1 - len(tokens)))
         self._num_computed[request_id] = num_tokens
 
+    def warm_shapes(self, max_rows: int, max_sampled_rows: int | None = None) -> int:
+        """Build the GEMM kernels of every step size up to max_rows tokens now (see
+        `Transformer.warm_shapes`); returns how many ran (0 on devices that pack nothing)."""
+        sampled = self.cache.num_slots if max_sampled_rows is None else max_sampled_rows
+        return self.model.warm_shapes(max_rows, min(sampled, max_rows))
+
     def synchronize(self) -> None:
         synchronize(self.device)
 

@@ -7,19 +7,35 @@ device has a meter. Relative error = (predicted - measured) / measured.
 
 The model runs in the profile's calibrated dtype (the dtype its cost model was fitted in), unless
 the scenario says otherwise.
+
+Two diagnostics say where an error comes from:
+  * machine speed: a few of the profile's own calibration points are timed again just before and
+    just after the run; their time now over their calibrated time is the speed the machine runs
+    at (a shared cloud VM's memory bandwidth drifts with its neighbours: on the 2-vCPU AMD EPYC
+    the same decode step took 11.5 to 17 ms over minutes). The prediction is also given at that
+    speed (`at_time_factor`), so a model error and a slower machine are told apart.
+  * steps: every step the real engine ran, measured against the cost model's time for its shape,
+    by kind (prefill, decode, mixed). If steps agree but latencies do not, the difference is in
+    scheduling or the engine loop, not in the cost model.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+import math
+import statistics
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from calibrate.power import make_meter
 from calibrate.real_engine import RealRun, serve
 from calibrate.runner import Runner
-from sim.profile import Profile
+from calibrate.sweep import Point, PointRunner
+from sim.cost_model import CostModel
+from sim.model_spec import resolve_model
+from sim.plan import StepShape
+from sim.profile import Profile, at_time_factor
 from sim.scenario import RunResult, Scenario, prepare, run_scenario
 
 LATENCY_FIELDS = ("ttft_s", "tpot_s", "itl_s", "e2e_s")
@@ -34,11 +50,15 @@ class Validation:
     measured: RealRun
     rows: list[dict]
     same_workload: bool
+    speed: MachineSpeed | None = None
+    at_speed_rows: list[dict] | None = None  # the comparison with the prediction at speed.factor
+    steps: dict = field(default_factory=dict)  # step_errors()
 
     def to_dict(self) -> dict:
         return {"name": self.name, "scenario": self.scenario.to_dict(), "same_workload": self.same_workload,
-                "comparison": self.rows, "predicted": self.predicted.summary,
-                "measured": self.measured.summary}
+                "comparison": self.rows, "machine_speed": self.speed and self.speed.to_dict(),
+                "comparison_at_machine_speed": self.at_speed_rows, "steps": self.steps,
+                "predicted": self.predicted.summary, "measured": self.measured.summary}
 
 
 def in_profile_dtype(sc: Scenario, profile: Profile) -> Scenario:
@@ -55,11 +75,11 @@ def _row(metric: str, predicted: float | None, measured: float | None) -> dict:
 
 def compare(predicted: dict, measured: dict) -> list[dict]:
     rows = []
-    for field in LATENCY_FIELDS:
+    for name in LATENCY_FIELDS:
         for stat in STATS:
-            rows.append(_row(f"{field}.{stat}", predicted["latency"][field][stat], measured["latency"][field][stat]))
-    for field in ("requests_per_s", "output_tokens_per_s"):
-        rows.append(_row(f"throughput.{field}", predicted["throughput"][field], measured["throughput"][field]))
+            rows.append(_row(f"{name}.{stat}", predicted["latency"][name][stat], measured["latency"][name][stat]))
+    for name in ("requests_per_s", "output_tokens_per_s"):
+        rows.append(_row(f"throughput.{name}", predicted["throughput"][name], measured["throughput"][name]))
     if measured["energy"].get("joules") is not None:
         rows.append(_row("energy.j_per_output_token", predicted["energy"]["j_per_output_token"],
                          measured["energy"]["j_per_output_token"]))
@@ -72,6 +92,111 @@ def same_workload(a, b, closed_loop: bool) -> bool:
     def key(r):
         return (r.request_id, r.prompt_tokens, r.output_tokens, None if closed_loop else r.arrival_s)
     return sorted(map(key, a.requests)) == sorted(map(key, b.requests))
+
+
+# ---- where an error comes from ----------------------------------------------------------------
+def step_kind(shape: StepShape) -> str:
+    if not shape.num_prefill_tokens:
+        return "decode"
+    return "prefill" if shape.num_prefill_tokens == shape.num_tokens else "mixed"
+
+
+def step_errors(steps: list[tuple[StepShape, float]], cost: CostModel) -> dict:
+    """The real engine's steps against the cost model, by kind and in all: how many, measured and
+    predicted seconds summed, the relative error of the sum and the median step's ratio."""
+    groups: dict[str, list[tuple[float, float]]] = {}
+    for shape, seconds in steps:
+        pair = (seconds, cost.step_time(shape))
+        groups.setdefault(step_kind(shape), []).append(pair)
+        groups.setdefault("all", []).append(pair)
+    out = {}
+    for kind in ("prefill", "decode", "mixed", "all"):
+        pairs = groups.get(kind)
+        if not pairs:
+            continue
+        measured, predicted = sum(m for m, _ in pairs), sum(p for _, p in pairs)
+        out[kind] = {"num_steps": len(pairs), "measured_s": measured, "predicted_s": predicted,
+                     "rel_error": (predicted - measured) / measured if measured else None,
+                     "median_ratio": statistics.median(p / m for m, p in pairs if m > 0)}
+    return out
+
+
+REFERENCE_POINTS = 4
+REFERENCE_MAX_STEP_S = 0.1  # reference points are quick steps: the check must not take long
+REFERENCE_REPEATS = 7
+
+
+@dataclass
+class MachineSpeed:
+    """Calibration points re-timed now: each factor is time now / calibrated time (> 1: slower)."""
+
+    before: float
+    after: float | None
+    points: list[dict]
+
+    @property
+    def factor(self) -> float:
+        return self.before if self.after is None else math.sqrt(self.before * self.after)
+
+    def to_dict(self) -> dict:
+        return {"factor": self.factor, "before": self.before, "after": self.after, "points": self.points}
+
+
+def point_from_record(record: dict) -> Point:
+    """The sweep point a profile's measurement record was taken at."""
+    kind, batch = record["kind"], int(record["batch"])
+    if kind == "prefill":
+        return Point("prefill", batch, int(record["prompt_tokens"]))
+    if kind == "decode":
+        return Point("decode", batch, int(record["context_tokens_per_seq"]))
+    return Point("mixed", batch, int(record["chunk_tokens"]), int(record["chunk_start"]),
+                 int(record["context_tokens_per_seq"]))
+
+
+def reference_records(profile: Profile, count: int = REFERENCE_POINTS) -> list[dict]:
+    """A few quick measured points of the profile's calibration model, spread over their range of
+    step times (shortest, longest and evenly between); [] for a profile without measurements."""
+    model = profile.provenance.get("calibration_model")
+    quick = sorted((r for r in profile.measurements.get("points", [])
+                    if r.get("model") == model and 0 < r.get("seconds", 0) <= REFERENCE_MAX_STEP_S),
+                   key=lambda r: r["seconds"])
+    if not quick:
+        return []
+    picks = sorted({round(i * (len(quick) - 1) / max(count - 1, 1)) for i in range(count)})
+    return [quick[i] for i in picks]
+
+
+class SpeedProbe:
+    """Times a profile's reference points on a runner of its calibration model."""
+
+    def __init__(self, profile: Profile, device: str = "cpu", seed: int = 0) -> None:
+        self.records = reference_records(profile)
+        self.runner: Runner | None = None
+        if not self.records:
+            return
+        points = [point_from_record(r) for r in self.records]
+        longest = max(p.start + p.length + p.context + 2 for p in points)
+        spec = resolve_model(profile.provenance["calibration_model"])
+        dtype = profile.provenance.get("calibration_dtype") or profile.cost.compute_dtype
+        self.runner = Runner(spec, dtype=dtype, device=device,
+                             max_num_seqs=max(p.batch for p in points) + 1,
+                             max_seq_len=min(longest, spec.max_position_embeddings), seed=seed)
+        self.point_runner = PointRunner(self.runner, spec.name, seed)
+        self.points = points
+
+    def measure(self, repeats: int = REFERENCE_REPEATS) -> tuple[float, list[dict]] | None:
+        """(geometric mean of time now / calibrated time, per point) or None without points."""
+        if self.runner is None:
+            return None
+        rows = []
+        for record, point in zip(self.records, self.points):
+            self.point_runner.time_once(point)  # warm-up
+            now = statistics.median(self.point_runner.time_once(point)[0] for _ in range(repeats))
+            rows.append({"kind": point.kind, "batch": point.batch, "length": point.length,
+                         "calibrated_s": record["seconds"], "now_s": now,
+                         "factor": now / record["seconds"]})
+        factor = math.exp(statistics.fmean(math.log(r["factor"]) for r in rows))
+        return factor, rows
 
 
 def warm_up(runner: Runner, prompt_tokens: int = 64, decode_steps: int = 4) -> None:
@@ -87,8 +212,19 @@ def warm_up(runner: Runner, prompt_tokens: int = 64, decode_steps: int = 4) -> N
     runner.free(rid)
 
 
+WARM_MAX_ROWS = 512  # step sizes whose GEMM kernels are built before serving (~8 s at 512)
+
+
+def max_step_tokens(sc: Scenario, load) -> int:
+    """The most tokens one step of this scenario can compute."""
+    cfg = sc.scheduler
+    if cfg.policy == "static":
+        return cfg.max_batch_size * int(np.max(load.prompt_tokens))
+    return cfg.max_num_batched_tokens
+
+
 def validate(name: str, sc: Scenario, profile: Profile, device: str = "cpu", tdp_w: float | None = None,
-             seed: int = 0, progress=None) -> Validation:
+             seed: int = 0, progress=None, check_speed: bool = True) -> Validation:
     sc = in_profile_dtype(sc, profile)
     prep = prepare(sc, profile)
     predicted = run_scenario(sc, profile)
@@ -99,25 +235,63 @@ def validate(name: str, sc: Scenario, profile: Profile, device: str = "cpu", tdp
                     max_num_seqs=min(max_seqs, len(load.prompt_tokens)) + 1,
                     max_seq_len=min(longest + 1, prep.model.max_position_embeddings), seed=seed)
     warm_up(runner, max(1, min(64, runner.max_seq_len - 6)))
+    runner.warm_shapes(min(max_step_tokens(sc, load), WARM_MAX_ROWS))
+    probe = SpeedProbe(profile, device, seed) if check_speed else None
+    before = probe.measure() if probe is not None else None
     meter = make_meter(runner.device.type, tdp_w=tdp_w)
     try:
         measured = serve(prep, runner, meter, seed=seed, progress=progress)
     finally:
         meter.close()
+    after = probe.measure() if probe is not None and before is not None else None
     rows = compare(predicted.summary, measured.summary)
-    return Validation(name, sc, predicted, measured, rows, same_workload(predicted.recorder, measured.recorder, sc.workload.is_closed_loop))
+    speed, at_speed_rows = None, None
+    if before is not None:
+        speed = MachineSpeed(before[0], after[0] if after else None,
+                             [{"when": "before", **r} for r in before[1]]
+                             + [{"when": "after", **r} for r in (after[1] if after else [])])
+        at_speed = run_scenario(sc, at_time_factor(profile, speed.factor))
+        at_speed_rows = compare(at_speed.summary, measured.summary)
+    return Validation(name, sc, predicted, measured, rows,
+                      same_workload(predicted.recorder, measured.recorder, sc.workload.is_closed_loop),
+                      speed, at_speed_rows, step_errors(measured.steps, prep.cost))
 
 
-def format_rows(rows: list[dict]) -> str:
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 100:+.1f}%"
+
+
+def format_rows(rows: list[dict], at_speed_rows: list[dict] | None = None) -> str:
+    """The comparison table; with at_speed_rows, a last column: the error of the prediction made
+    at the machine's measured speed."""
     def fmt(v: float | None, scale: float = 1.0) -> str:
         return "n/a" if v is None else f"{v * scale:.4g}"
 
-    lines = [f"{'metric':<34}{'predicted':>12}{'measured':>12}{'error':>9}"]
-    for r in rows:
+    header = f"{'metric':<34}{'predicted':>12}{'measured':>12}{'error':>9}"
+    lines = [header + (f"{'at speed':>10}" if at_speed_rows else "")]
+    for i, r in enumerate(rows):
         scale = 1e3 if r["metric"].split(".")[0].endswith("_s") else 1.0
         unit = " ms" if scale == 1e3 else ""
-        err = "n/a" if r["rel_error"] is None else f"{r['rel_error'] * 100:+.1f}%"
-        lines.append(f"{r['metric'] + unit:<34}{fmt(r['predicted'], scale):>12}{fmt(r['measured'], scale):>12}{err:>9}")
+        line = (f"{r['metric'] + unit:<34}{fmt(r['predicted'], scale):>12}{fmt(r['measured'], scale):>12}"
+                f"{_pct(r['rel_error']):>9}")
+        if at_speed_rows:
+            line += f"{_pct(at_speed_rows[i]['rel_error']):>10}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def format_diagnostics(v: Validation) -> str:
+    """Machine speed against calibration, and the real steps against the cost model."""
+    lines = []
+    if v.speed is not None:
+        after = "n/a" if v.speed.after is None else f"{v.speed.after:.3f}"
+        lines.append(f"machine speed: calibration points now take {v.speed.factor:.3f}x their calibrated "
+                     f"time (before the run {v.speed.before:.3f}x, after {after}x); 'at speed' predicts at "
+                     f"that speed")
+    for kind, e in v.steps.items():
+        lines.append(f"steps {kind:<8}{e['num_steps']:>6} steps: measured {e['measured_s']:.3f} s, "
+                     f"cost model {e['predicted_s']:.3f} s ({_pct(e['rel_error'])}; median step ratio "
+                     f"{e['median_ratio']:.3f})")
     return "\n".join(lines)
 
 

@@ -9,6 +9,10 @@ The quick flags are `infercast simulate`'s. `--suite` runs the default validatio
 30/60/80% of capacity, continuous and chunked batching, a time-scaled slice of the Azure trace,
 and a second model size). `--record` stores the comparison in the profile's provenance
 (`provenance.validation`), so reports and the dashboard show it.
+
+Before and after each run a few of the profile's calibration points are timed again: the table's
+"at speed" column is the prediction at the speed the machine ran at then (a shared VM drifts),
+and the step lines compare every real step with the cost model (see `calibrate.validate`).
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tdp-w", type=float, help="stated TDP for an estimated energy figure")
     parser.add_argument("--json", metavar="OUT", help="write every comparison here")
     parser.add_argument("--record", action="store_true", help="store the comparison in the profile")
+    parser.add_argument("--no-speed-check", action="store_true",
+                        help="skip re-timing calibration points before and after each run")
     return parser
 
 
@@ -53,7 +59,7 @@ def _scenarios(args: argparse.Namespace, rest: list[str], profile) -> list[tuple
 
 
 def validate_command(argv: list[str]) -> int:
-    from calibrate.validate import format_rows, validate
+    from calibrate.validate import format_diagnostics, format_rows, validate
     from sim.profile import load_profile, write_profile
     from sim.scenario import scenario_from_dict
 
@@ -64,9 +70,11 @@ def validate_command(argv: list[str]) -> int:
         scenario = scenario_from_dict(data, args.scenario or "command line")
         print(f"== {name}: serving {scenario.workload.describe()} on {args.device} (real time) ...",
               flush=True)
-        result = validate(name, scenario, profile, device=args.device, tdp_w=args.tdp_w)
+        result = validate(name, scenario, profile, device=args.device, tdp_w=args.tdp_w,
+                          check_speed=not args.no_speed_check)
         print(f"identical workload: {result.same_workload}; real engine wall time {result.measured.wall_s:.1f} s")
-        print(format_rows(result.rows), flush=True)
+        print(format_rows(result.rows, result.at_speed_rows))
+        print(format_diagnostics(result), flush=True)
         results.append(result)
     if args.json:
         from sim.files import write_text_atomic
@@ -79,6 +87,8 @@ def validate_command(argv: list[str]) -> int:
             "name": r.name, "date": datetime.date.today().isoformat(), "same_workload": r.same_workload,
             "model": r.scenario.model, "scheduler": r.scenario.scheduler.policy,
             "workload": r.scenario.workload.describe(), "comparison": r.rows,
+            "machine_speed_factor": r.speed and r.speed.factor,
+            "comparison_at_machine_speed": r.at_speed_rows, "steps": r.steps,
         } for r in results]
         document["provenance"] = provenance
         write_profile(document, profile.path)

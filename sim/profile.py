@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -264,6 +264,25 @@ def profile_from_dict(data: Any, where: str) -> Profile:
         raise r.fail("measurements", "expected an object")
     return Profile(name=name, path=where, device=device, provenance=prov, cost=cost, power=power,
                    price=price, measurements=measurements, raw=data)
+
+
+def at_time_factor(profile: Profile, factor: float) -> Profile:
+    """The same machine running every step `factor` times as long: compute rates, bandwidths and
+    the interconnect divided by factor, fixed overheads multiplied by it (a shared cloud machine
+    whose neighbours take a share of its memory bandwidth or cores). Capacities, power and price
+    are unchanged. `calibrate validate` uses it to predict at the speed it finds the machine in."""
+    if not factor > 0 or not math.isfinite(factor):
+        raise ValueError(f"time factor must be a positive number, got {factor}")
+    dev, cost = profile.device, profile.cost
+    link = dev.interconnect and replace(dev.interconnect,
+                                        bandwidth_bytes_per_s=dev.interconnect.bandwidth_bytes_per_s / factor,
+                                        latency_s=dev.interconnect.latency_s * factor)
+    device = replace(dev, memory_bandwidth_bytes_per_s=dev.memory_bandwidth_bytes_per_s / factor,
+                     peak_flops={k: v / factor for k, v in dev.peak_flops.items()}, interconnect=link)
+    cost = replace(cost, step_overhead_s=cost.step_overhead_s * factor,
+                   layer_overhead_s=cost.layer_overhead_s * factor,
+                   sequence_overhead_s=cost.sequence_overhead_s * factor)
+    return replace(profile, device=device, cost=cost)
 
 
 def profile_search_dirs() -> list[Path]:

@@ -365,3 +365,29 @@ def test_cpu_runner_packs_linear_layers_without_changing_results_or_bytes() -> N
     got = r.forward_logits(StepPlan(prefill=(prefill(1, 0, 12),)))[1]
     torch.testing.assert_close(got, naive_logits(dense, tokens), atol=ATOL, rtol=0)
     torch.testing.assert_close(token_by_token(r, 2, tokens), got, atol=ATOL, rtol=0)
+
+
+def test_warming_step_sizes_builds_kernels_without_changing_results() -> None:
+    r = runner(TINY_TIED)
+    tokens = prompt(12, 6)
+    r.add_request(1, tokens)
+    plan = StepPlan(prefill=(prefill(1, 0, 12),))
+    before = r.forward_logits(plan)[1]
+    r.model.pack_weights(min_elements=0)
+    linears = [m for m in r.model.modules() if isinstance(m, Linear)]
+    if not all(m.packed is not None for m in linears):
+        pytest.skip("this torch build cannot pack weights for oneDNN")
+    rows: dict[tuple, int] = {}  # each distinct weight shape at rows 1..16; the LM head's at 1..3
+    for m in linears:
+        shape = tuple(m.packed.shape)
+        rows[shape] = max(rows.get(shape, 0), 3 if m is r.model.lm_head else 16)
+    assert r.warm_shapes(16, 3) == sum(rows.values())
+    r.free(1)
+    r.add_request(1, tokens)
+    torch.testing.assert_close(r.forward_logits(plan)[1], before, atol=ATOL, rtol=0)
+
+
+def test_importing_calibrate_enlarges_onednn_kernel_caches() -> None:
+    import os
+
+    assert int(os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"]) >= 4096

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import pytest
@@ -123,3 +124,11 @@ def test_later_rounds_merge_into_one_median_per_point() -> None:
 
 def test_short_steps_want_more_samples() -> None:
     assert target_samples(0.001) > target_samples(0.2) > target_samples(2.0) >= GRID.repeats
+
+
+def test_a_profile_record_gives_back_the_point_it_was_measured_at() -> None:
+    from calibrate.validate import point_from_record
+
+    result = run_sweep(FakeRunner(), GRID, "tiny", EnergyMeter(), lambda s: 1e-3, 60.0, progress=False)
+    points = {dataclasses.replace(p, level=0) for p in grid_points(GRID)}
+    assert {point_from_record(r) for r in result.points} == points

@@ -69,3 +69,18 @@ def test_efficiency_curve_interpolates_in_log_tokens(toy_profile):
 def test_tp_beyond_the_machine_is_an_input_error(toy_profile):
     with pytest.raises(InputError, match="tensor parallelism 16"):
         CostModel(get_preset("llama-3-70b"), toy_profile, 16)
+
+
+def test_a_machine_at_time_factor_takes_that_much_longer_for_every_step(toy_profile):
+    from sim.profile import at_time_factor
+
+    slow = at_time_factor(toy_profile, 1.25)
+    assert slow.device.memory_bytes == toy_profile.device.memory_bytes  # capacity unchanged
+    for model, tp in (("llama-3-8b", 1), ("mixtral-8x7b", 1), ("llama-3-70b", 4)):
+        base, moved = CostModel(get_preset(model), toy_profile, tp), CostModel(get_preset(model), slow, tp)
+        for shape in (StepShape.for_decode(1, 900), StepShape.for_decode(64, 64 * 2000),
+                      StepShape.for_prefill([4096]), StepPlan(prefill=(PrefillChunk(1, 0, 300, True),),
+                                                              decode_ids=(2, 3), decode_context_tokens=900).shape()):
+            assert moved.step_time(shape) == pytest.approx(1.25 * base.step_time(shape), rel=1e-12)
+    with pytest.raises(ValueError):
+        at_time_factor(toy_profile, 0.0)
