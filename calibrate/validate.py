@@ -12,7 +12,8 @@ Two diagnostics say where an error comes from:
   * machine speed: a few of the profile's own calibration points are timed again just before and
     just after the run; their time now over their calibrated time is the speed the machine runs
     at (a shared cloud VM's memory bandwidth drifts with its neighbours: on the 2-vCPU AMD EPYC
-    the same decode step took 11.5 to 17 ms over minutes). The prediction is also given at that
+    the same batch-1 decode step took 7 to 14 ms over minutes). Decode points give the memory
+    factor, prefill and mixed points the compute factor. The prediction is also given at that
     speed (`at_time_factor`), so a model error and a slower machine are told apart.
   * steps: every step the real engine ran, measured against the cost model's time for its shape,
     by kind (prefill, decode, mixed). If steps agree but latencies do not, the difference is in
@@ -128,7 +129,9 @@ REFERENCE_REPEATS = 7
 
 @dataclass
 class MachineSpeed:
-    """Calibration points re-timed now: each factor is time now / calibrated time (> 1: slower)."""
+    """Calibration points re-timed now: each factor is time now / calibrated time (> 1: slower).
+    Decode points (memory-bound) give the memory factor, the others (prefill and mixed steps,
+    compute-bound) the compute factor: a shared machine's neighbours slow the two apart."""
 
     before: float
     after: float | None
@@ -138,8 +141,22 @@ class MachineSpeed:
     def factor(self) -> float:
         return self.before if self.after is None else math.sqrt(self.before * self.after)
 
+    def _of(self, decode: bool) -> float:
+        logs = [math.log(p["factor"]) for p in self.points if (p["kind"] == "decode") == decode]
+        return math.exp(statistics.fmean(logs)) if logs else self.factor
+
+    @property
+    def memory_factor(self) -> float:
+        return self._of(decode=True)
+
+    @property
+    def compute_factor(self) -> float:
+        return self._of(decode=False)
+
     def to_dict(self) -> dict:
-        return {"factor": self.factor, "before": self.before, "after": self.after, "points": self.points}
+        return {"factor": self.factor, "memory_factor": self.memory_factor,
+                "compute_factor": self.compute_factor, "before": self.before, "after": self.after,
+                "points": self.points}
 
 
 def point_from_record(record: dict) -> Point:
@@ -250,7 +267,7 @@ def validate(name: str, sc: Scenario, profile: Profile, device: str = "cpu", tdp
         speed = MachineSpeed(before[0], after[0] if after else None,
                              [{"when": "before", **r} for r in before[1]]
                              + [{"when": "after", **r} for r in (after[1] if after else [])])
-        at_speed = run_scenario(sc, at_time_factor(profile, speed.factor))
+        at_speed = run_scenario(sc, at_time_factor(profile, speed.memory_factor, speed.compute_factor))
         at_speed_rows = compare(at_speed.summary, measured.summary)
     return Validation(name, sc, predicted, measured, rows,
                       same_workload(predicted.recorder, measured.recorder, sc.workload.is_closed_loop),
@@ -286,8 +303,9 @@ def format_diagnostics(v: Validation) -> str:
     if v.speed is not None:
         after = "n/a" if v.speed.after is None else f"{v.speed.after:.3f}"
         lines.append(f"machine speed: calibration points now take {v.speed.factor:.3f}x their calibrated "
-                     f"time (before the run {v.speed.before:.3f}x, after {after}x); 'at speed' predicts at "
-                     f"that speed")
+                     f"time (before the run {v.speed.before:.3f}x, after {after}x; decode "
+                     f"{v.speed.memory_factor:.3f}x, prefill/mixed {v.speed.compute_factor:.3f}x); "
+                     f"'at speed' predicts with memory and compute at those speeds")
     for kind, e in v.steps.items():
         lines.append(f"steps {kind:<8}{e['num_steps']:>6} steps: measured {e['measured_s']:.3f} s, "
                      f"cost model {e['predicted_s']:.3f} s ({_pct(e['rel_error'])}; median step ratio "

@@ -87,7 +87,7 @@ def validate_command(argv: list[str]) -> int:
             "name": r.name, "date": datetime.date.today().isoformat(), "same_workload": r.same_workload,
             "model": r.scenario.model, "scheduler": r.scenario.scheduler.policy,
             "workload": r.scenario.workload.describe(), "comparison": r.rows,
-            "machine_speed_factor": r.speed and r.speed.factor,
+            "machine_speed": r.speed and {k: v for k, v in r.speed.to_dict().items() if k != "points"},
             "comparison_at_machine_speed": r.at_speed_rows, "steps": r.steps,
         } for r in results]
         document["provenance"] = provenance

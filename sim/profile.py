@@ -266,22 +266,26 @@ def profile_from_dict(data: Any, where: str) -> Profile:
                    price=price, measurements=measurements, raw=data)
 
 
-def at_time_factor(profile: Profile, factor: float) -> Profile:
-    """The same machine running every step `factor` times as long: compute rates, bandwidths and
-    the interconnect divided by factor, fixed overheads multiplied by it (a shared cloud machine
-    whose neighbours take a share of its memory bandwidth or cores). Capacities, power and price
-    are unchanged. `calibrate validate` uses it to predict at the speed it finds the machine in."""
-    if not factor > 0 or not math.isfinite(factor):
-        raise ValueError(f"time factor must be a positive number, got {factor}")
+def at_time_factor(profile: Profile, memory_factor: float, compute_factor: float | None = None) -> Profile:
+    """The same machine with its memory streaming `memory_factor` times as long and its compute
+    (and fixed, CPU-side overheads) `compute_factor` times as long (default: the same factor):
+    bandwidths divided by the one, compute rates divided and overheads multiplied by the other. A
+    shared cloud machine's neighbours take a share of its memory bandwidth or cores, and the two
+    move apart: memory-bound decode slows more than compute-bound prefill. Capacities, power and
+    price are unchanged. `calibrate validate` predicts at the speed it finds the machine in."""
+    compute_factor = memory_factor if compute_factor is None else compute_factor
+    for factor in (memory_factor, compute_factor):
+        if not factor > 0 or not math.isfinite(factor):
+            raise ValueError(f"time factor must be a positive number, got {factor}")
     dev, cost = profile.device, profile.cost
     link = dev.interconnect and replace(dev.interconnect,
-                                        bandwidth_bytes_per_s=dev.interconnect.bandwidth_bytes_per_s / factor,
-                                        latency_s=dev.interconnect.latency_s * factor)
-    device = replace(dev, memory_bandwidth_bytes_per_s=dev.memory_bandwidth_bytes_per_s / factor,
-                     peak_flops={k: v / factor for k, v in dev.peak_flops.items()}, interconnect=link)
-    cost = replace(cost, step_overhead_s=cost.step_overhead_s * factor,
-                   layer_overhead_s=cost.layer_overhead_s * factor,
-                   sequence_overhead_s=cost.sequence_overhead_s * factor)
+                                        bandwidth_bytes_per_s=dev.interconnect.bandwidth_bytes_per_s / memory_factor,
+                                        latency_s=dev.interconnect.latency_s * memory_factor)
+    device = replace(dev, memory_bandwidth_bytes_per_s=dev.memory_bandwidth_bytes_per_s / memory_factor,
+                     peak_flops={k: v / compute_factor for k, v in dev.peak_flops.items()}, interconnect=link)
+    cost = replace(cost, step_overhead_s=cost.step_overhead_s * compute_factor,
+                   layer_overhead_s=cost.layer_overhead_s * compute_factor,
+                   sequence_overhead_s=cost.sequence_overhead_s * compute_factor)
     return replace(profile, device=device, cost=cost)
 
 

@@ -84,3 +84,10 @@ def test_a_machine_at_time_factor_takes_that_much_longer_for_every_step(toy_prof
             assert moved.step_time(shape) == pytest.approx(1.25 * base.step_time(shape), rel=1e-12)
     with pytest.raises(ValueError):
         at_time_factor(toy_profile, 0.0)
+    # memory and compute apart: streaming slows by one factor, FLOPs and overheads by the other
+    base = CostModel(get_preset("llama-3-8b"), toy_profile)
+    moved = CostModel(get_preset("llama-3-8b"), at_time_factor(toy_profile, 2.0, 1.5))
+    for shape in (StepShape.for_decode(1, 900), StepShape.for_prefill([4096])):
+        a, b = base.step_cost(shape), moved.step_cost(shape)
+        assert (b.weights_s, b.kv_s) == pytest.approx((2 * a.weights_s, 2 * a.kv_s), rel=1e-12)
+        assert (b.matmul_s, b.overhead_s) == pytest.approx((1.5 * a.matmul_s, 1.5 * a.overhead_s), rel=1e-12)
