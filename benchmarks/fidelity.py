@@ -22,10 +22,6 @@ MEAN_METRICS = ("ttft_s.mean", "tpot_s.mean", "e2e_s.mean", "throughput.output_t
 TAIL_METRICS = ("ttft_s.p99", "tpot_s.p99", "e2e_s.p99")
 
 
-def _cell(value) -> str:
-    return "n/a" if value is None else f"{value * 100:+.1f}%"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", required=True)
@@ -38,7 +34,7 @@ def main() -> None:
     ap.add_argument("--json")
     args = ap.parse_args()
 
-    from calibrate.validate import default_suite, format_diagnostics, format_rows, validate
+    from calibrate.validate import default_suite, format_diagnostics, format_rows, percent, validate
     from sim.profile import load_profile
     from sim.scenario import scenario_from_dict
 
@@ -67,9 +63,9 @@ def main() -> None:
         for name, run, r in table:
             errors = {row["metric"]: row["rel_error"] for row in rows_of(r) or []}
             speed = "n/a" if r.speed is None else f"{r.speed.factor:.2f}x"
-            steps = _cell(r.steps.get("all", {}).get("rel_error"))
+            steps = percent(r.steps.get("all", {}).get("rel_error"))
             print(f"{name + (f' #{run + 1}' if args.repeat > 1 else ''):<56}{speed:>7}{steps:>8}"
-                  + "".join(f"{_cell(errors.get(c)):>16}" for c in cols))
+                  + "".join(f"{percent(errors.get(c)):>16}" for c in cols))
     if args.repeat > 1:
         print("\nrun-to-run: (largest - smallest) / smallest measured value over the repeats")
         print(f"{'case':<56}" + heads)
@@ -80,7 +76,7 @@ def main() -> None:
             for c in cols:
                 values = [row["measured"] for r in runs for row in r.rows if row["metric"] == c]
                 values = [v for v in values if v]
-                cells.append(_cell((max(values) - min(values)) / min(values) if len(values) > 1 else None))
+                cells.append(percent((max(values) - min(values)) / min(values) if len(values) > 1 else None))
             print(f"{name:<56}" + "".join(f"{c:>16}" for c in cells))
     if args.json:
         with open(args.json, "w") as fh:

@@ -52,7 +52,7 @@ class Validation:
     rows: list[dict]
     same_workload: bool
     speed: MachineSpeed | None = None
-    at_speed_rows: list[dict] | None = None  # the comparison with the prediction at speed.factor
+    at_speed_rows: list[dict] | None = None  # the comparison with the prediction at that speed
     steps: dict = field(default_factory=dict)  # step_errors()
 
     def to_dict(self) -> dict:
@@ -127,31 +127,42 @@ REFERENCE_MAX_STEP_S = 0.1  # reference points are quick steps: the check must n
 REFERENCE_REPEATS = 7
 
 
+def _geomean(values: list[float]) -> float:
+    return math.exp(statistics.fmean(math.log(v) for v in values))
+
+
 @dataclass
 class MachineSpeed:
-    """Calibration points re-timed now: each factor is time now / calibrated time (> 1: slower).
-    Decode points (memory-bound) give the memory factor, the others (prefill and mixed steps,
-    compute-bound) the compute factor: a shared machine's neighbours slow the two apart."""
+    """Calibration points re-timed now (each with "when": before/after the run, "kind" and
+    "factor" = time now / calibrated time, > 1: slower). Decode points (memory-bound) give the
+    memory factor, the others (prefill and mixed steps, compute-bound) the compute factor: a
+    shared machine's neighbours slow the two apart."""
 
-    before: float
-    after: float | None
     points: list[dict]
+
+    def _of(self, keep) -> float | None:
+        factors = [p["factor"] for p in self.points if keep(p)]
+        return _geomean(factors) if factors else None
 
     @property
     def factor(self) -> float:
-        return self.before if self.after is None else math.sqrt(self.before * self.after)
+        return self._of(lambda p: True)
 
-    def _of(self, decode: bool) -> float:
-        logs = [math.log(p["factor"]) for p in self.points if (p["kind"] == "decode") == decode]
-        return math.exp(statistics.fmean(logs)) if logs else self.factor
+    @property
+    def before(self) -> float:
+        return self._of(lambda p: p["when"] == "before")
+
+    @property
+    def after(self) -> float | None:
+        return self._of(lambda p: p["when"] == "after")
 
     @property
     def memory_factor(self) -> float:
-        return self._of(decode=True)
+        return self._of(lambda p: p["kind"] == "decode") or self.factor
 
     @property
     def compute_factor(self) -> float:
-        return self._of(decode=False)
+        return self._of(lambda p: p["kind"] != "decode") or self.factor
 
     def to_dict(self) -> dict:
         return {"factor": self.factor, "memory_factor": self.memory_factor,
@@ -201,19 +212,18 @@ class SpeedProbe:
         self.point_runner = PointRunner(self.runner, spec.name, seed)
         self.points = points
 
-    def measure(self, repeats: int = REFERENCE_REPEATS) -> tuple[float, list[dict]] | None:
-        """(geometric mean of time now / calibrated time, per point) or None without points."""
+    def measure(self, when: str, repeats: int = REFERENCE_REPEATS) -> list[dict]:
+        """Each reference point timed now against its calibrated time; [] without points."""
         if self.runner is None:
-            return None
+            return []
         rows = []
         for record, point in zip(self.records, self.points):
             self.point_runner.time_once(point)  # warm-up
             now = statistics.median(self.point_runner.time_once(point)[0] for _ in range(repeats))
-            rows.append({"kind": point.kind, "batch": point.batch, "length": point.length,
+            rows.append({"when": when, "kind": point.kind, "batch": point.batch, "length": point.length,
                          "calibrated_s": record["seconds"], "now_s": now,
                          "factor": now / record["seconds"]})
-        factor = math.exp(statistics.fmean(math.log(r["factor"]) for r in rows))
-        return factor, rows
+        return rows
 
 
 def warm_up(runner: Runner, prompt_tokens: int = 64, decode_steps: int = 4) -> None:
@@ -254,19 +264,16 @@ def validate(name: str, sc: Scenario, profile: Profile, device: str = "cpu", tdp
     warm_up(runner, max(1, min(64, runner.max_seq_len - 6)))
     runner.warm_shapes(min(max_step_tokens(sc, load), WARM_MAX_ROWS))
     probe = SpeedProbe(profile, device, seed) if check_speed else None
-    before = probe.measure() if probe is not None else None
+    speed_points = probe.measure("before") if probe is not None else []
     meter = make_meter(runner.device.type, tdp_w=tdp_w)
     try:
         measured = serve(prep, runner, meter, seed=seed, progress=progress)
     finally:
         meter.close()
-    after = probe.measure() if probe is not None and before is not None else None
     rows = compare(predicted.summary, measured.summary)
     speed, at_speed_rows = None, None
-    if before is not None:
-        speed = MachineSpeed(before[0], after[0] if after else None,
-                             [{"when": "before", **r} for r in before[1]]
-                             + [{"when": "after", **r} for r in (after[1] if after else [])])
+    if speed_points:
+        speed = MachineSpeed(speed_points + probe.measure("after"))
         at_speed = run_scenario(sc, at_time_factor(profile, speed.memory_factor, speed.compute_factor))
         at_speed_rows = compare(at_speed.summary, measured.summary)
     return Validation(name, sc, predicted, measured, rows,
@@ -274,7 +281,7 @@ def validate(name: str, sc: Scenario, profile: Profile, device: str = "cpu", tdp
                       speed, at_speed_rows, step_errors(measured.steps, prep.cost))
 
 
-def _pct(value: float | None) -> str:
+def percent(value: float | None) -> str:
     return "n/a" if value is None else f"{value * 100:+.1f}%"
 
 
@@ -290,9 +297,9 @@ def format_rows(rows: list[dict], at_speed_rows: list[dict] | None = None) -> st
         scale = 1e3 if r["metric"].split(".")[0].endswith("_s") else 1.0
         unit = " ms" if scale == 1e3 else ""
         line = (f"{r['metric'] + unit:<34}{fmt(r['predicted'], scale):>12}{fmt(r['measured'], scale):>12}"
-                f"{_pct(r['rel_error']):>9}")
+                f"{percent(r['rel_error']):>9}")
         if at_speed_rows:
-            line += f"{_pct(at_speed_rows[i]['rel_error']):>10}"
+            line += f"{percent(at_speed_rows[i]['rel_error']):>10}"
         lines.append(line)
     return "\n".join(lines)
 
@@ -308,7 +315,7 @@ def format_diagnostics(v: Validation) -> str:
                      f"'at speed' predicts with memory and compute at those speeds")
     for kind, e in v.steps.items():
         lines.append(f"steps {kind:<8}{e['num_steps']:>6} steps: measured {e['measured_s']:.3f} s, "
-                     f"cost model {e['predicted_s']:.3f} s ({_pct(e['rel_error'])}; median step ratio "
+                     f"cost model {e['predicted_s']:.3f} s ({percent(e['rel_error'])}; median step ratio "
                      f"{e['median_ratio']:.3f})")
     return "\n".join(lines)
 

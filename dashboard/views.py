@@ -11,15 +11,9 @@ from typing import Any
 
 import streamlit as st
 
+from sim.figures import get_in as get  # noqa: F401 - the pages call views.get
+
 LATENCY_METRICS = (("ttft_s", "TTFT"), ("tpot_s", "TPOT"), ("e2e_s", "E2E"))
-
-
-def get(d: Mapping | None, *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(d, Mapping):
-            return None
-        d = d.get(key)
-    return d
 
 
 def number(value: float | None, digits: int = 3) -> str:

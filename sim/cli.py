@@ -121,14 +121,18 @@ def _add_plan(sub) -> None:
                                    "simulation), monthly cost, $ and J per token, CO2, headroom, sensitivity "
                                    "and confidence across seeds; then the cheapest that meets the SLOs.")
     p.add_argument("scenario", help="scenario file (.toml/.yaml/.json), optionally with a [plan] table")
-    p.add_argument("--candidates", nargs="+", metavar="PROFILE[:tpN]",
-                   help="hardware to compare (default: the scenario's [plan] candidates)")
+    _add_candidates(p, "the scenario's [plan] candidates")
     p.add_argument("--target-rate", type=_positive_rate, help="load to plan for, requests/s (default: the workload's)")
     p.add_argument("--seeds", type=int, help="seeds per answer (default 3)")
     p.add_argument("--confidence", type=float, help="fraction of seeds an answer must hold for (default 0.95)")
     p.add_argument("--load-factors", type=_positive_rate, nargs="*", help="sensitivity loads (default 1.5 2)")
     p.add_argument("--rel-tol", type=float, help="relative precision of the rate search (default 0.03)")
     _add_run_options(p)
+
+
+def _add_candidates(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument("--candidates", nargs="+", metavar="PROFILE[:tpN]",
+                   help=f"hardware to compare (default: {default})")
 
 
 def _add_sweep(sub) -> None:
@@ -139,8 +143,7 @@ def _add_sweep(sub) -> None:
     rates = p.add_mutually_exclusive_group()
     rates.add_argument("--rates", type=_positive_rate, nargs="+", metavar="R", help="request rates (req/s)")
     rates.add_argument("--auto", action="store_true", help="find saturation, then sweep 10%%..150%% of it")
-    p.add_argument("--candidates", nargs="+", metavar="PROFILE[:tpN]",
-                   help="hardware to compare (default: the scenario's deployment)")
+    _add_candidates(p, "the scenario's deployment")
     p.add_argument("--replicas", type=int, help="replicas per deployment (default: the scenario's)")
     _add_run_options(p)
 

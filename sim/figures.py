@@ -108,7 +108,8 @@ def timeline_data(recorder: Any, max_points: int = 4000) -> dict[str, list[float
     return {k: v[keep].tolist() for k, v in columns.items()}
 
 
-def _get(d: Mapping | None, *keys: str) -> Any:
+def get_in(d: Mapping | None, *keys: str) -> Any:
+    """d[k1][k2]...; None where a level is missing or not a mapping."""
     for key in keys:
         if not isinstance(d, Mapping):
             return None
@@ -144,7 +145,7 @@ def latency_vs_load(curves: Sequence[Mapping], slo: Mapping[str, float | None] |
     fig = _subplots(rows=len(metrics), cols=1, shared_xaxes=True, vertical_spacing=0.06)
     floors = []
     for metric in metrics:
-        values = [_get(p, "latency", metric, stat) for c in curves for p in c.get("points", [])
+        values = [get_in(p, "latency", metric, stat) for c in curves for p in c.get("points", [])
                   if not p.get("overloaded")]
         values = [v * 1e3 for v in values if _finite(v) and v > 0]
         floors.append(0.7 * min(values) if (values and log_axes) else (1.0 if log_axes else 0.0))
@@ -152,9 +153,9 @@ def latency_vs_load(curves: Sequence[Mapping], slo: Mapping[str, float | None] |
         color = color_for(i)
         pts = sorted(curve.get("points", []), key=lambda p: p["rate_per_s"])
         for row, metric in enumerate(metrics, start=1):
-            ok = [p for p in pts if not p.get("overloaded") and _finite(_get(p, "latency", metric, stat))]
+            ok = [p for p in pts if not p.get("overloaded") and _finite(get_in(p, "latency", metric, stat))]
             fig.add_trace(go.Scatter(
-                x=[p["rate_per_s"] for p in ok], y=[_get(p, "latency", metric, stat) * 1e3 for p in ok],
+                x=[p["rate_per_s"] for p in ok], y=[get_in(p, "latency", metric, stat) * 1e3 for p in ok],
                 mode="lines+markers", name=curve["label"], legendgroup=curve["label"],
                 showlegend=row == 1, line={"color": color},
                 hovertemplate="%{x:.3g} req/s: %{y:.4g} ms<extra>" + curve["label"] + "</extra>"),
@@ -178,7 +179,7 @@ def latency_vs_load(curves: Sequence[Mapping], slo: Mapping[str, float | None] |
                                text=f"{text} {rate:.3g}/s".strip(), showarrow=False, yanchor="bottom",
                                font={"size": 10, "color": color})
     for row, metric in enumerate(metrics, start=1):
-        limit = _get(slo, metric) if slo else None
+        limit = get_in(slo, metric) if slo else None
         if _finite(limit):
             fig.add_hline(y=limit * 1e3, line={"color": "black", "dash": "dash"}, row=row, col=1)
             y = limit * 1e3
@@ -206,9 +207,9 @@ def throughput_vs_load(curves: Sequence[Mapping], title: str | None = None, log_
         color = color_for(i)
         pts = sorted(curve.get("points", []), key=lambda p: p["rate_per_s"])
         for row, keys in ((1, ("throughput", "output_tokens_per_s")), (2, ("goodput", "requests_per_s"))):
-            ok = [p for p in pts if _finite(_get(p, *keys))]
+            ok = [p for p in pts if _finite(get_in(p, *keys))]
             fig.add_trace(go.Scatter(
-                x=[p["rate_per_s"] for p in ok], y=[_get(p, *keys) for p in ok], mode="lines+markers",
+                x=[p["rate_per_s"] for p in ok], y=[get_in(p, *keys) for p in ok], mode="lines+markers",
                 name=curve["label"], legendgroup=curve["label"], showlegend=row == 1,
                 line={"color": color},
                 marker={"symbol": ["x" if p.get("overloaded") else "circle" for p in ok]}), row=row, col=1)
@@ -237,7 +238,7 @@ def latency_cdfs(cdfs: Mapping[str, Mapping[str, Mapping[str, Sequence[float]]]]
                                      name=label, legendgroup=label, showlegend=col == 1,
                                      line={"color": color_for(i), "shape": "hv"}), row=1, col=col)
     for col, metric in enumerate(metrics, start=1):
-        limit = _get(slo, metric) if slo else None
+        limit = get_in(slo, metric) if slo else None
         if _finite(limit):
             fig.add_vline(x=limit * 1e3, line={"color": "black", "dash": "dash"}, row=1, col=col)
         fig.add_hline(y=0.99, line={"color": "grey", "dash": "dot", "width": 1}, row=1, col=col)
@@ -314,7 +315,7 @@ def sensitivity_bars(rows: Sequence[Mapping], title: str | None = None):
     labels = list(dict.fromkeys(r["label"] for r in rows))
     for k, factor in enumerate(factors):
         by_label = {r["label"]: r for r in rows if float(r["load_factor"]) == factor}
-        fig.add_trace(go.Bar(x=labels, y=[_get(by_label.get(lb), "replicas") for lb in labels],
+        fig.add_trace(go.Bar(x=labels, y=[get_in(by_label.get(lb), "replicas") for lb in labels],
                              name=f"load x{factor:g}", marker={"color": PALETTE[(k + 4) % len(PALETTE)]}))
     fig.update_layout(template=TEMPLATE, barmode="group", height=380, yaxis_title="replicas",
                       title=title or "replicas needed as load grows")
@@ -334,10 +335,10 @@ def _short(value: float | None) -> str:
 def plan_figures(plan: Mapping) -> dict[str, Any]:
     """Every chart of a plan result (`sim.planner.plan` as_dict), by name, in report order."""
     cands = plan.get("candidates", [])
-    slo = _get(plan, "question", "slo") or {}
+    slo = get_in(plan, "question", "slo") or {}
     figs: dict[str, Any] = {}
     curves = [{"label": c["label"], "points": [p for p in c.get("search_points", []) if p.get("seed_index", 0) == 0],
-               "saturation_rate_per_s": _get(c, "saturation_rate_per_s"),
+               "saturation_rate_per_s": get_in(c, "saturation_rate_per_s"),
                "max_rate_per_s": c.get("max_rate_per_replica_per_s")} for c in cands]
     if any(c["points"] for c in curves):
         metrics = [m for m in ("ttft_s", "tpot_s", "e2e_s") if _finite(slo.get(m))] or ["ttft_s", "tpot_s"]
@@ -355,7 +356,7 @@ def plan_figures(plan: Mapping) -> dict[str, Any]:
     if cdfs:
         figs["latency_cdfs"] = latency_cdfs(cdfs, slo, title="latency CDFs at the target load, sized deployment "
                                                               "(dotted: p99; dashed: SLO)")
-    rec = _get(plan, "recommendation", "label")
+    rec = get_in(plan, "recommendation", "label")
     for c in cands:
         if c["label"] == rec and c.get("timeline"):
             figs["timeline"] = timeseries(c["timeline"], title=f"{c['label']}: sized deployment at the target load")
@@ -365,17 +366,17 @@ def plan_figures(plan: Mapping) -> dict[str, Any]:
 def bar_row(candidate: Mapping, plan: Mapping) -> dict[str, Any]:
     """The `candidate_bars` row of one plan candidate."""
     return {"label": candidate["label"], "replicas": candidate.get("replicas"),
-            "monthly_usd": _get(candidate, "monthly", "usd"),
+            "monthly_usd": get_in(candidate, "monthly", "usd"),
             "usd_per_1m_tokens": candidate.get("usd_per_1m_tokens"),
             "j_per_1m_tokens": candidate.get("j_per_1m_tokens"),
             "replicas_ci": candidate.get("replicas_range"),
-            "is_recommended": candidate["label"] == _get(plan, "recommendation", "label"),
+            "is_recommended": candidate["label"] == get_in(plan, "recommendation", "label"),
             "meets_slo": candidate.get("status") == "ok"}
 
 
 def sweep_figures(sweep: Mapping) -> dict[str, Any]:
     """Every chart of a sweep result (`sim.sweep.sweep` as_dict), by name, in report order."""
-    slo = _get(sweep, "question", "slo") or {}
+    slo = get_in(sweep, "question", "slo") or {}
     curves = [{"label": c["label"], "points": c.get("points", []),
                "saturation_rate_per_s": c.get("saturation_rate_per_s"),
                "max_rate_per_s": c.get("max_rate_meeting_slo_per_s")} for c in sweep.get("candidates", [])]
