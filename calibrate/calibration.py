@@ -32,7 +32,8 @@ from calibrate.power import make_meter
 from calibrate.profile_builder import (build_document, default_profile_name, power_section,
                                        provenance_section)
 from calibrate.runner import Runner
-from calibrate.sweep import Grid, ModelSweep, Point, SweepResult, more_rounds
+from calibrate.speed_reference import SpeedReference, reference_points
+from calibrate.sweep import Grid, ModelSweep, Point, PointRunner, SweepResult, more_rounds
 from sim.cost_model import CostModel
 from sim.errors import InputError
 from sim.model_spec import BYTES_PER_ELEMENT, ModelSpec, resolve_model
@@ -261,27 +262,42 @@ def device_section(plan: Plan, bench: dict, memory: dict) -> dict:
 
 
 def sweep_models(plan: Plan, grid: Grid, spec: ModelSpec, document: dict, meter, args,
-                 deadline: float) -> list[SweepResult]:
-    """First passes on the calibration model and its probes, then more passes while time lasts."""
+                 deadline: float) -> tuple[list[SweepResult], dict | None]:
+    """First passes on the calibration model and its probes, then more passes while time lasts;
+    reference steps of the calibration model are timed throughout, and every point is brought to
+    the run's median machine speed (see calibrate.speed_reference). Returns the results and the
+    reference's record (None with --no-speed-reference)."""
     probes = [(probe, probe_points(grid)) for probe in probe_specs(spec)]
     share = 1.0 - PROBE_SHARE * len(probes)
     jobs: list[tuple[ModelSpec, list[Point] | None, float]] = [(spec, None, share)]
     jobs += [(probe, points, PROBE_SHARE) for probe, points in probes]
     sweeps: list[ModelSweep] = []
+    reference: SpeedReference | None = None
     total_s = deadline - time.perf_counter()
     for model_spec, points, budget_share in jobs:
         if sweeps and sweeps[0].result.limits:
             break  # memory is tight: no probes
         runner = Runner(model_spec, model_spec.weight_dtype, str(plan.device), grid.max_num_seqs(),
                         grid.max_seq_len(), args.seed, compile_decode=args.compile_decode)
+        if not sweeps and not args.no_speed_reference:
+            reference = SpeedReference(PointRunner(runner, model_spec.name, args.seed),
+                                       *reference_points(grid))
+            reference.warm()
         sweep = ModelSweep(runner, grid, model_spec.name,
                            provisional_predictor(document, model_spec, plan.device.type),
-                           args.seed, points)
+                           args.seed, points, reference)
         budget_s = min(budget_share * total_s, deadline - time.perf_counter())
         sweep.first_pass(meter, budget_s, not args.no_progress)
         sweeps.append(sweep)
     more_rounds(sweeps, meter, deadline, args.seed)
-    return [s.result for s in sweeps if s.result.measurements]
+    record = None
+    if reference is not None:
+        reference.sample()
+        track = reference.track()
+        for sweep in sweeps:
+            sweep.result.track = track
+        record = reference.to_dict(track, spec.name)
+    return [s.result for s in sweeps if s.result.measurements], record
 
 
 def probe_specs(spec: ModelSpec) -> list[ModelSpec]:
@@ -326,7 +342,7 @@ def run_calibration(args: argparse.Namespace, command: str) -> int:
                               models={}, limits=[], grid={})
 
     deadline = started + plan.budget_s - FIT_RESERVE_S
-    results = sweep_models(plan, grid, spec, document, meter, args, deadline)
+    results, speed_reference = sweep_models(plan, grid, spec, document, meter, args, deadline)
     models = {r.model_name: m.to_dict() for r in results
               for m in [spec, *probe_specs(spec)] if m.name == r.model_name}
     points = [p for r in results for p in r.points]
@@ -335,6 +351,7 @@ def run_calibration(args: argparse.Namespace, command: str) -> int:
                          "single grid point; raise the budget or shrink the grid")
     document["measurements"].update(
         points=points, models=models, limits=[x for r in results for x in r.limits],
+        speed_reference=speed_reference,
         grid=grid.to_dict() | {"skipped": [x for r in results for x in r.skipped],
                                "memory": memory, "probe_model": list(models)[1:] or None})
     idle_how = "estimated" if meter.is_estimated else "measured over 2 s before the sweeps"

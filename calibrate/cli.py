@@ -134,6 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="on CUDA, run decode steps through torch.compile / CUDA graphs as a "
                              "tuned engine would (compiles one graph per batch and context "
                              "bucket: minutes)")
+    parser.add_argument("--no-speed-reference", action="store_true",
+                        help="do not time the two reference steps beside the sweep, and keep "
+                             "each point's plain median instead of its time at the run's median "
+                             "machine speed (see calibrate/speed_reference.py)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of weights and prompts (default 0)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")

@@ -20,7 +20,9 @@ the cost model with a provisional profile, scaled by the measured/predicted rati
 already run. Time left after the first pass buys more visits to the measured points (rounds in a
 shuffled order, until each has `target_samples` timings), so that a point's median spans the
 whole run and one slow spell of the machine (a CPU VM's memory bandwidth drifts by +-30 % with
-its neighbours' load) does not decide it. Timings
+its neighbours' load) does not decide it. Beside
+it all, two reference steps are timed about every half second, and each point's timings are
+brought to the run's median machine speed (`calibrate.speed_reference`). Timings
 taken while other processes were busy are retried (see `calibrate.machine_load`). An
 out-of-memory error is recorded as the limit of its grid row (same kind and batch); the row's
 longer points, and larger batches at that length, are not attempted.
@@ -28,11 +30,12 @@ longer points, and larger batches at that length, are not attempted.
 
 from __future__ import annotations
 
+import math
 import statistics
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
@@ -40,7 +43,11 @@ import torch
 from calibrate.machine_load import ForeignLoad
 from calibrate.power import EnergyMeter
 from calibrate.runner import Runner
+from calibrate.speed_track import SpeedTrack, at_speed
 from sim.plan import PrefillChunk, StepPlan, StepShape
+
+if TYPE_CHECKING:
+    from calibrate.speed_reference import SpeedReference
 
 SHAPE_FIELDS = ("num_tokens", "num_seqs", "num_sampled", "context_tokens", "attention_pairs",
                 "num_prefill_tokens")
@@ -220,6 +227,7 @@ class Measurement:
     has_energy: bool = False
     is_estimated: bool = True
     foreign: list[float] = field(default_factory=list)
+    stamps: list[float] = field(default_factory=list)  # perf_counter time of each timing
     tries: int = 0
     visits: int = 0
     peak_memory_bytes: int | None = None
@@ -234,14 +242,17 @@ class Measurement:
         self.metered_s += other.metered_s
         self.has_energy = self.has_energy or other.has_energy
         self.foreign += other.foreign
+        self.stamps += other.stamps
         self.tries += other.tries
         self.visits += other.visits
         if other.peak_memory_bytes is not None:
             self.peak_memory_bytes = max(self.peak_memory_bytes or 0, other.peak_memory_bytes)
 
-    def record(self, model_name: str) -> dict:
-        """The point as plain data (what the profile stores)."""
+    def record(self, model_name: str, track: SpeedTrack | None = None) -> dict:
+        """The point as plain data (what the profile stores). With a speed track, "seconds" is
+        the point's time at the track's baseline machine speed, "raw_seconds" its plain median."""
         point, median = self.point, self.seconds
+        speed = at_speed(self.times, self.stamps, track) if track is not None else None
         out: dict = {"kind": point.kind, "model": model_name, "batch": point.batch}
         if point.kind == "prefill":
             out["prompt_tokens"] = point.length
@@ -253,12 +264,17 @@ class Measurement:
         out.update({f: getattr(self.shape, f) for f in SHAPE_FIELDS})
         power_w = self.energy_j / self.metered_s if self.has_energy and self.metered_s > 0 else None
         out.update({
-            "seconds": _sig(median),
+            "seconds": _sig(speed.seconds if speed else median),
+            "raw_seconds": _sig(median),
+            "speed_weight": None if speed is None or math.isnan(speed.weight) else speed.weight,
+            "log_spread": None if speed is None else {"raw": round(speed.raw_mad, 4),
+                                                      "at_speed": round(speed.mad, 4)},
             "repeats": len(self.times),
             "visits": self.visits,
             "min_seconds": _sig(min(self.times)),
             "spread": round((max(self.times) - min(self.times)) / median, 4),
             "times_s": [_sig(t, 4) for t in self.times],
+            "stamps_s": None if track is None else [round(t - track.start_s, 3) for t in self.stamps],
             "foreign_cpu_share": round(max(self.foreign), 3) if self.foreign else None,
             "tries": self.tries,
             "joules": None if power_w is None else _sig(power_w * median),
@@ -275,14 +291,17 @@ def _sig(value: float, digits: int = 6) -> float:
 
 def measure_point(point_runner: PointRunner, point: Point, repeats: int, warmup: int,
                   meter: EnergyMeter, load: ForeignLoad | None = None,
-                  deadline: float = float("inf")) -> Measurement:
+                  deadline: float = float("inf"),
+                  reference: SpeedReference | None = None) -> Measurement:
     """Warm up, then time `repeats` steps. If other processes were busy meanwhile, measure again
-    (up to MAX_TRIES, within the deadline) and keep the quietest try."""
+    (up to MAX_TRIES, within the deadline) and keep the quietest try. A reference, if given, is
+    sampled before the warm-up and after each timed step when its interval has passed (so between
+    the timings of long steps only; those samples fall inside the energy window, a few % of it)."""
     load = load or ForeignLoad()
     best: Measurement | None = None
     for tries in range(1, MAX_TRIES + 1):
         began = time.perf_counter()
-        this = _measure_once(point_runner, point, repeats, warmup, meter, load)
+        this = _measure_once(point_runner, point, repeats, warmup, meter, load, reference)
         if best is None or _load_of(this) < _load_of(best):
             best = this
         best.tries = tries
@@ -298,23 +317,30 @@ def _load_of(m: Measurement) -> float:
 
 
 def _measure_once(point_runner: PointRunner, point: Point, repeats: int, warmup: int,
-                  meter: EnergyMeter, load: ForeignLoad) -> Measurement:
+                  meter: EnergyMeter, load: ForeignLoad,
+                  reference: SpeedReference | None = None) -> Measurement:
     device = point_runner.runner.device
+    if reference is not None:
+        reference.maybe_sample()
     for _ in range(warmup):
         point_runner.time_once(point)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times: list[float] = []
+    stamps: list[float] = []
     mark = load.start()
     with meter.measure() as energy:
         for _ in range(repeats):
             seconds, plan = point_runner.time_once(point)
             times.append(seconds)
+            stamps.append(time.perf_counter() - seconds / 2)
+            if reference is not None:
+                reference.maybe_sample()
     foreign = load.share(mark)
     return Measurement(
         point, plan.shape(), times, energy.joules or 0.0, energy.seconds,
         energy.joules is not None, energy.is_estimated, [] if foreign is None else [foreign],
-        tries=1, visits=1,
+        stamps, tries=1, visits=1,
         peak_memory_bytes=(int(torch.cuda.max_memory_allocated(device))
                            if device.type == "cuda" else None))
 
@@ -334,10 +360,11 @@ class SweepResult:
     limits: list[dict] = field(default_factory=list)  # out-of-memory rows
     skipped: list[dict] = field(default_factory=list)  # cut by the time budget
     seconds: float = 0.0
+    track: SpeedTrack | None = None  # the machine's speed over the sweep (see speed_reference)
 
     @property
     def points(self) -> list[dict]:
-        return [m.record(self.model_name) for m in self.measurements]
+        return [m.record(self.model_name, self.track) for m in self.measurements]
 
 
 def target_samples(step_s: float) -> int:
@@ -354,8 +381,10 @@ class ModelSweep:
 
     def __init__(self, runner: Runner, grid: Grid, model_name: str,
                  predict_s: Callable[[StepShape], float], seed: int = 0,
-                 points: list[Point] | None = None) -> None:
+                 points: list[Point] | None = None,
+                 reference: SpeedReference | None = None) -> None:
         self.point_runner = PointRunner(runner, model_name, seed)
+        self.reference = reference  # sampled beside the timings, if given
         self.grid = grid
         self.predict_s = predict_s
         todo = points if points is not None else grid_points(grid)
@@ -409,7 +438,7 @@ class ModelSweep:
             return False
         started = time.perf_counter()
         m.merge(measure_point(self.point_runner, m.point, REPEATS_PER_VISIT, self.grid.warmup,
-                              meter, self._load, deadline))
+                              meter, self._load, deadline, self.reference))
         self.result.seconds += time.perf_counter() - started
         return True
 
@@ -425,7 +454,7 @@ class ModelSweep:
     def _measure(self, point: Point, meter: EnergyMeter, deadline: float) -> None:
         try:
             m = measure_point(self.point_runner, point, self.grid.repeats, self.grid.warmup, meter,
-                              self._load, deadline)
+                              self._load, deadline, self.reference)
         except Exception as exc:  # noqa: BLE001 - only out-of-memory is absorbed
             if not _is_oom(exc):
                 raise
@@ -461,13 +490,17 @@ def more_rounds(sweeps: list[ModelSweep], meter: EnergyMeter, deadline: float,
 def run_sweep(runner: Runner, grid: Grid, model_name: str, meter: EnergyMeter,
               predict_s: Callable[[StepShape], float], budget_s: float, seed: int = 0,
               progress: bool = True, points: list[Point] | None = None,
-              rounds: bool = False) -> SweepResult:
-    """One model's sweep: a first pass within budget_s, then (with `rounds`) more visits."""
+              rounds: bool = False, reference: SpeedReference | None = None) -> SweepResult:
+    """One model's sweep: a first pass within budget_s, then (with `rounds`) more visits. With a
+    reference, the points' times are brought to the run's median machine speed."""
     deadline = time.perf_counter() + budget_s
-    sweep = ModelSweep(runner, grid, model_name, predict_s, seed, points)
+    sweep = ModelSweep(runner, grid, model_name, predict_s, seed, points, reference)
     sweep.first_pass(meter, budget_s, progress)
     if rounds:
         more_rounds([sweep], meter, deadline, seed)
+    if reference is not None:
+        reference.sample()
+        sweep.result.track = reference.track()
     return sweep.result
 
 

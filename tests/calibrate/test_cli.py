@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,35 @@ def test_points_carry_the_executed_step_shape_and_their_prediction(tiny_profile:
             assert p["context_tokens"] == p["batch"] * (p["context_tokens_per_seq"] + 1)
         if p["kind"] == "prefill":
             assert p["num_tokens"] == p["batch"] * p["prompt_tokens"] == p["num_prefill_tokens"]
+
+
+def test_points_are_timed_beside_a_speed_reference(tiny_profile: Path) -> None:
+    measurements = load_profile(tiny_profile).measurements
+    ref = measurements["speed_reference"]
+    assert ref["model"] == "tiny"
+    assert ref["memory_point"] == {"kind": "decode", "batch": 1, "length": 16}  # shortest context
+    assert ref["compute_point"] == {"kind": "prefill", "batch": 1, "length": 32}  # nearest 64
+    assert ref["num_samples"] == len(ref["samples"]) >= 2
+    moments = [row[0] for row in ref["samples"]]
+    assert moments[0] == 0 and moments == sorted(moments)
+    assert ref["memory_s"] > 0 and ref["compute_s"] > ref["memory_s"]
+    for p in measurements["points"]:
+        assert len(p["stamps_s"]) == len(p["times_s"]) == p["repeats"]
+        assert p["raw_seconds"] == pytest.approx(statistics.median(p["times_s"]), rel=1e-3)
+        if p["speed_weight"] is None:  # no correction made its timings more consistent
+            assert p["seconds"] == p["raw_seconds"]
+        else:
+            assert p["log_spread"]["at_speed"] < p["log_spread"]["raw"]
+
+
+def test_no_speed_reference_keeps_plain_medians(tmp_path: Path) -> None:
+    out = tmp_path / "plain.json"
+    args = [a if a != "20" else "6" for a in TINY_GRID]  # a shorter budget
+    assert main(args + ["--device", "cpu", "--output", str(out), "--no-speed-reference"]) == 0
+    measurements = load_profile(out).measurements
+    assert measurements["speed_reference"] is None
+    for p in measurements["points"]:
+        assert p["seconds"] == p["raw_seconds"] and p["stamps_s"] is None
 
 
 def test_power_is_reported_as_estimated_on_this_machine(tiny_profile: Path) -> None:

@@ -1,0 +1,104 @@
+"""The machine's speed over a run, from reference-step samples, and a point's timings brought to a
+baseline speed. Pure numpy; the samples are taken by `calibrate.speed_reference`, whose docstring
+says why and how."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+
+import numpy as np
+
+WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+MIN_TIMINGS = 4  # fewer timings than this: the point's raw median is kept
+SMOOTH_SAMPLES = 5  # reference samples in the running median (about 2.5 s at one per 0.5 s)
+
+
+def running_median(values: list[float], width: int) -> np.ndarray:
+    """Centred running median over `width` values (fewer at the ends)."""
+    data = np.asarray(values, dtype=float)
+    half = max(width, 1) // 2
+    return np.array([np.median(data[max(0, i - half):i + half + 1]) for i in range(len(data))])
+
+
+@dataclass(frozen=True)
+class SpeedSample:
+    at_s: float  # perf_counter time, the middle of the sample
+    memory_s: float
+    compute_s: float
+
+
+@dataclass
+class SpeedTrack:
+    """Reference samples over a run and the baseline they are measured against."""
+
+    samples: list[SpeedSample]
+    memory_s: float
+    compute_s: float
+    smooth: int = SMOOTH_SAMPLES
+
+    def factors(self, at_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Memory and compute factors (> 1: slower than the baseline) at the given times: the
+        samples' running median over `smooth` neighbours (one sample is one noisy timing),
+        interpolated in time."""
+        times = [s.at_s for s in self.samples]
+        memory = np.interp(at_s, times, running_median([s.memory_s for s in self.samples],
+                                                       self.smooth)) / self.memory_s
+        compute = np.interp(at_s, times, running_median([s.compute_s for s in self.samples],
+                                                        self.smooth)) / self.compute_s
+        return memory, compute
+
+    @property
+    def start_s(self) -> float:
+        return self.samples[0].at_s if self.samples else 0.0
+
+    def samples_record(self) -> list[list[float]]:
+        """[seconds since the first sample, memory reference s, compute reference s] each."""
+        return [[round(s.at_s - self.start_s, 3), float(f"{s.memory_s:.4g}"),
+                 float(f"{s.compute_s:.4g}")] for s in self.samples]
+
+    def spread(self) -> dict:
+        """How far the machine's speed moved: the references' 10th and 90th percentile factors."""
+        out = {}
+        for name, base in (("memory", self.memory_s), ("compute", self.compute_s)):
+            values = np.array([getattr(s, f"{name}_s") for s in self.samples]) / base
+            out[name] = [round(float(np.percentile(values, 10)), 4),
+                         round(float(np.percentile(values, 90)), 4)]
+        return out
+
+
+@dataclass
+class AtSpeed:
+    """A point's time at the baseline speed, and how it was found."""
+
+    seconds: float
+    weight: float  # the point's sensitivity to memory speed (1 - weight: to compute speed); nan:
+    # its timings were most consistent as they were, and are kept
+    raw_mad: float  # median absolute deviation of log times, before and after
+    mad: float
+
+
+def at_speed(times_s: list[float], stamps_s: list[float], track: SpeedTrack) -> AtSpeed:
+    """The point's timings brought to the track's baseline speed (see the module doc)."""
+    log_t = np.log(np.asarray(times_s))
+    raw = AtSpeed(float(np.median(times_s)), float("nan"), _mad(log_t), _mad(log_t))
+    if len(times_s) < MIN_TIMINGS or not track.samples:
+        return raw
+    memory, compute = track.factors(np.asarray(stamps_s))
+    best = raw  # a reference sample is one timing: where it only adds noise, it is not used
+    for w in WEIGHTS:
+        adjusted = log_t - w * np.log(memory) - (1.0 - w) * np.log(compute)
+        spread = _mad(adjusted)
+        if spread < best.mad - 1e-12:
+            best = AtSpeed(float(np.exp(np.median(adjusted))), w, raw.raw_mad, spread)
+    return best
+
+
+def _mad(values: np.ndarray) -> float:
+    return float(np.median(np.abs(values - np.median(values))))
+
+
+def baseline_of(samples: list[SpeedSample]) -> tuple[float, float]:
+    """The samples' median memory and compute reference times."""
+    return (statistics.median(s.memory_s for s in samples),
+            statistics.median(s.compute_s for s in samples))
