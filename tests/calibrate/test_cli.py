@@ -76,7 +76,7 @@ def test_points_are_timed_beside_a_speed_reference(tiny_profile: Path) -> None:
 
 def test_no_speed_reference_keeps_plain_medians(tmp_path: Path) -> None:
     out = tmp_path / "plain.json"
-    args = [a if a != "20" else "6" for a in TINY_GRID]  # a shorter budget
+    args = [a if a != "20" else "12" for a in TINY_GRID]  # a shorter budget
     assert main(args + ["--device", "cpu", "--output", str(out), "--no-speed-reference"]) == 0
     measurements = load_profile(out).measurements
     assert measurements["speed_reference"] is None
