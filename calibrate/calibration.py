@@ -292,11 +292,10 @@ def sweep_models(plan: Plan, grid: Grid, spec: ModelSpec, document: dict, meter,
     more_rounds(sweeps, meter, deadline, args.seed)
     record = None
     if reference is not None:
-        reference.sample()
-        track = reference.track()
+        track = reference.finish()
         for sweep in sweeps:
             sweep.result.track = track
-        record = reference.to_dict(track, spec.name)
+        record = reference.to_dict(track)
     return [s.result for s in sweeps if s.result.measurements], record
 
 

@@ -76,16 +76,17 @@ class SpeedReference:
         if not self.samples or time.perf_counter() - self.samples[-1].at_s >= self.interval_s:
             self.sample()
 
-    def track(self) -> SpeedTrack:
-        """The samples against their own medians."""
+    def finish(self) -> SpeedTrack:
+        """A last sample (after the last timing), and the samples against their own medians."""
+        self.sample()
         return SpeedTrack(self.samples, *baseline_of(self.samples))
 
-    def to_dict(self, track: SpeedTrack, model_name: str) -> dict:
+    def to_dict(self, track: SpeedTrack) -> dict:
         """What the profile stores: the reference steps, their baseline times and the spread."""
         def describe(p: Point) -> dict:
             return {"kind": p.kind, "batch": p.batch, "length": p.length}
 
-        return {"model": model_name, "memory_point": describe(self.memory_point),
+        return {"model": self.point_runner.model_name, "memory_point": describe(self.memory_point),
                 "compute_point": describe(self.compute_point),
                 "memory_s": float(f"{track.memory_s:.6g}"),
                 "compute_s": float(f"{track.compute_s:.6g}"),

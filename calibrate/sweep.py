@@ -499,8 +499,7 @@ def run_sweep(runner: Runner, grid: Grid, model_name: str, meter: EnergyMeter,
     if rounds:
         more_rounds([sweep], meter, deadline, seed)
     if reference is not None:
-        reference.sample()
-        sweep.result.track = reference.track()
+        sweep.result.track = reference.finish()
     return sweep.result
 
 

@@ -478,27 +478,18 @@ def cmd_report(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    commands = {"simulate": cmd_simulate, "profiles": cmd_profiles, "dashboard": cmd_dashboard,
+                "plan": cmd_plan, "sweep": cmd_sweep, "report": cmd_report}
+    if args.command not in commands:
+        parser.error(f"unknown command {args.command}")
     try:
-        if args.command == "simulate":
-            return cmd_simulate(args)
-        if args.command == "profiles":
-            return cmd_profiles(args)
-        if args.command == "dashboard":
-            return cmd_dashboard(args)
-        if args.command == "plan":
-            return cmd_plan(args)
-        if args.command == "sweep":
-            return cmd_sweep(args)
-        if args.command == "report":
-            return cmd_report(args)
+        return commands[args.command](args)
     except InputError as exc:
         print(f"infercast: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("infercast: interrupted", file=sys.stderr)
         return 130
-    parser.error(f"unknown command {args.command}")
-    return 2
 
 
 if __name__ == "__main__":
