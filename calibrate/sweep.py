@@ -263,8 +263,9 @@ class Measurement:
                        context_tokens_per_seq=point.context)
         out.update({f: getattr(self.shape, f) for f in SHAPE_FIELDS})
         power_w = self.energy_j / self.metered_s if self.has_energy and self.metered_s > 0 else None
+        seconds = speed.seconds if speed else median
         out.update({
-            "seconds": _sig(speed.seconds if speed else median),
+            "seconds": _sig(seconds),
             "raw_seconds": _sig(median),
             "speed_weight": None if speed is None or math.isnan(speed.weight) else speed.weight,
             "log_spread": None if speed is None else {"raw": round(speed.raw_mad, 4),
@@ -277,7 +278,7 @@ class Measurement:
             "stamps_s": None if track is None else [round(t - track.start_s, 3) for t in self.stamps],
             "foreign_cpu_share": round(max(self.foreign), 3) if self.foreign else None,
             "tries": self.tries,
-            "joules": None if power_w is None else _sig(power_w * median),
+            "joules": None if power_w is None else _sig(power_w * seconds),  # per step, like seconds
             "power_w": None if power_w is None else round(power_w, 3),
             "energy_is_estimated": self.is_estimated if power_w is not None else None,
             "peak_memory_bytes": self.peak_memory_bytes,
