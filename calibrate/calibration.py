@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from calibrate.cli import (DEFAULT_BUDGET_S, FIT_RESERVE_S, QUICK_BUDGET_S,
+from calibrate.cli import (DEFAULT_BUDGET_S, FIT_RESERVE_S, HOLDOUT_SHARE, QUICK_BUDGET_S,
                            _check_positive, defaults_for, output_path, print_summary)
 from calibrate.devices import describe_device, resolve_device
 from calibrate.fit import WIDTH_EXPONENT, cost_fields, fit_profile
@@ -224,6 +224,7 @@ class Plan:
     budget_s: float
     out: Path
     name: str
+    holdout_spec: ModelSpec | None = None
 
 
 def resolve_inputs(args: argparse.Namespace) -> Plan:
@@ -231,14 +232,17 @@ def resolve_inputs(args: argparse.Namespace) -> Plan:
     device = resolve_device(args.device)
     base_spec = resolve_model(args.model or defaults_for(device.type, args.quick).model)
     grid = build_grid(args, device.type, base_spec)
+    holdout_spec = resolve_holdout(args.holdout, base_spec)
     budget_s = args.time_budget if args.time_budget is not None else (
-        QUICK_BUDGET_S if args.quick else DEFAULT_BUDGET_S)
+        QUICK_BUDGET_S if args.quick else DEFAULT_BUDGET_S) / (1 - HOLDOUT_SHARE * bool(holdout_spec))
     if not budget_s > 0:
         raise InputError("--time-budget", "", f"expected seconds > 0, got {budget_s}")
     for flag, value in (("--tdp-w", args.tdp_w), ("--price-usd-per-h", args.price_usd_per_h)):
         if value is not None and not value >= 0:
             raise InputError(flag, "", f"expected a number >= 0, got {value}")
     check_grid_fits_model(grid, base_spec)
+    if holdout_spec is not None:
+        check_grid_fits_model(grid, holdout_spec)
     is_default_grid = not (args.batches or args.prompt_lens or args.contexts)
     if not is_default_grid:  # a default grid is shrunk to fit once the dtype is known
         check_grid_fits_memory(grid, base_spec, args.dtype or "bf16", device)
@@ -246,7 +250,21 @@ def resolve_inputs(args: argparse.Namespace) -> Plan:
     default_name = default_profile_name("cpu" if device.type == "cpu" else "gpu", info["name"])
     out = output_path(args.output, default_name)
     return Plan(device, info, base_spec, grid, is_default_grid, budget_s, out,
-                args.name or out.stem)
+                args.name or out.stem, holdout_spec)
+
+
+def resolve_holdout(name: str | None, base_spec: ModelSpec) -> ModelSpec | None:
+    """The --holdout model, which must differ from the calibration model and its probes."""
+    if name is None:
+        return None
+    try:
+        spec = resolve_model(name)
+    except InputError as exc:
+        raise InputError("--holdout", "", exc.problem) from None
+    if spec.name in {base_spec.name, *(p.name for p in probe_specs(base_spec))}:
+        raise InputError("--holdout", "", f"{spec.name} is the calibration model (or one of its "
+                         "probes); hold out a different model")
+    return spec
 
 
 def device_section(plan: Plan, bench: dict, memory: dict) -> dict:
@@ -262,15 +280,19 @@ def device_section(plan: Plan, bench: dict, memory: dict) -> dict:
 
 
 def sweep_models(plan: Plan, grid: Grid, spec: ModelSpec, document: dict, meter, args,
-                 deadline: float) -> tuple[list[SweepResult], dict | None]:
-    """First passes on the calibration model and its probes, then more passes while time lasts;
-    reference steps of the calibration model are timed throughout, and every point is brought to
-    the run's median machine speed (see calibrate.speed_reference). Returns the results and the
-    reference's record (None with --no-speed-reference)."""
+                 deadline: float, holdout: ModelSpec | None = None
+                 ) -> tuple[list[SweepResult], dict | None]:
+    """First passes on the calibration model, its probes and the held-out model, then more
+    passes over all of them while time lasts; reference steps of the calibration model are timed
+    throughout, and every point is brought to the run's median machine speed (see
+    calibrate.speed_reference). Returns the results and the reference's record (None with
+    --no-speed-reference)."""
     probes = [(probe, probe_points(grid)) for probe in probe_specs(spec)]
-    share = 1.0 - PROBE_SHARE * len(probes)
+    share = 1.0 - PROBE_SHARE * len(probes) - HOLDOUT_SHARE * bool(holdout)
     jobs: list[tuple[ModelSpec, list[Point] | None, float]] = [(spec, None, share)]
     jobs += [(probe, points, PROBE_SHARE) for probe, points in probes]
+    if holdout is not None:
+        jobs.append((holdout, None, HOLDOUT_SHARE))
     sweeps: list[ModelSweep] = []
     reference: SpeedReference | None = None
     total_s = deadline - time.perf_counter()
@@ -340,10 +362,17 @@ def run_calibration(args: argparse.Namespace, command: str) -> int:
                               price_usd_per_h=args.price_usd_per_h, microbench=bench, points=[],
                               models={}, limits=[], grid={})
 
+    holdout = plan.holdout_spec.with_dtypes(dtype, dtype) if plan.holdout_spec else None
+    if holdout is not None:
+        check_grid_fits_memory(grid, holdout, dtype, plan.device)
     deadline = started + plan.budget_s - FIT_RESERVE_S
-    results, speed_reference = sweep_models(plan, grid, spec, document, meter, args, deadline)
-    models = {r.model_name: m.to_dict() for r in results
-              for m in [spec, *probe_specs(spec)] if m.name == r.model_name}
+    results, speed_reference = sweep_models(plan, grid, spec, document, meter, args, deadline,
+                                            holdout)
+    held = [r for r in results if holdout is not None and r.model_name == holdout.name]
+    results = [r for r in results if r not in held]
+    models = {r.model_name: m.to_dict() for r in results + held
+              for m in [spec, *probe_specs(spec), *([holdout] if holdout else [])]
+              if m.name == r.model_name}
     points = [p for r in results for p in r.points]
     if not points:
         raise InputError("--time-budget", "", f"{plan.budget_s:.0f} s left no time to measure a "
@@ -351,8 +380,15 @@ def run_calibration(args: argparse.Namespace, command: str) -> int:
     document["measurements"].update(
         points=points, models=models, limits=[x for r in results for x in r.limits],
         speed_reference=speed_reference,
+        holdout={"model": holdout.name, "points": [p for r in held for p in r.points],
+                 "skipped": [x for r in held for x in r.skipped],
+                 "limits": [x for r in held for x in r.limits],
+                 "sweep_seconds": round(sum(r.seconds for r in held), 1)}
+        if holdout is not None else None,
         grid=grid.to_dict() | {"skipped": [x for r in results for x in r.skipped],
-                               "memory": memory, "probe_model": list(models)[1:] or None})
+                               "memory": memory,
+                                  "probe_model": [m for m in models if m != spec.name
+                                                  and m != getattr(holdout, "name", None)] or None})
     idle_how = "estimated" if meter.is_estimated else "measured over 2 s before the sweeps"
     document["power"] = power_section(meter.method, meter.is_estimated, idle_w, points,
                                       meter.details | {"idle": idle_how})

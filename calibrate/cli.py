@@ -26,6 +26,7 @@ from sim.errors import InputError
 QUICK_BUDGET_S = 45.0  # everything, on a 2-core CPU: keeps `--quick` under a minute
 DEFAULT_BUDGET_S = 270.0  # keeps the default run under five minutes
 FIT_RESERVE_S = 4.0  # kept back from the sweeps for fitting and writing
+HOLDOUT_SHARE = 0.3  # of the sweep budget, for a --holdout model's first pass
 CALIBRATION_DTYPES = ("fp32", "bf16", "fp16")
 
 
@@ -138,6 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="do not time the two reference steps beside the sweep, and keep "
                              "each point's plain median instead of its time at the run's median "
                              "machine speed (see calibrate/speed_reference.py)")
+    parser.add_argument("--holdout", default=None, metavar="MODEL",
+                        help="a second model (preset or config.json) measured in the same run, "
+                             "beside the calibration model and at the same machine speed, but "
+                             "left out of the fit: the profile records how well the fit predicts "
+                             "it (cost_model.fit.holdout), the cross-model check. Its first pass "
+                             f"takes {HOLDOUT_SHARE * 100:.0f}%% of the budget; the default budget grows "
+                             f"to {DEFAULT_BUDGET_S / (1 - HOLDOUT_SHARE):.0f} s to make room")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of weights and prompts (default 0)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
@@ -217,7 +225,14 @@ def fit_command(args: argparse.Namespace) -> int:
     fit = fitted["cost_model"]["fit"]
     print(f"{out}: re-fitted {fit['num_points']} points: median error "
           f"{fit['median_rel_error']:.1%}, max {fit['max_rel_error']:.1%}")
+    if fit.get("holdout"):
+        print("  " + holdout_line(fit["holdout"]))
     return 0
+
+
+def holdout_line(holdout: dict) -> str:
+    return (f"held-out model {holdout['model']} (not fitted): {holdout['num_points']} points, "
+            f"median error {holdout['median_rel_error']:.1%}, max {holdout['max_rel_error']:.1%}")
 
 
 def print_summary(path: Path, document: dict, seconds: float, out=sys.stdout) -> None:
@@ -230,6 +245,8 @@ def print_summary(path: Path, document: dict, seconds: float, out=sys.stdout) ->
           f"{dev['memory_bandwidth_bytes_per_s'] / 1e9:.1f} GB/s", file=out)
     print(f"  fit: {fit['num_points']} points, median error {fit['median_rel_error']:.1%}, "
           f"max {fit['max_rel_error']:.1%}", file=out)
+    if fit.get("holdout"):
+        print("  " + holdout_line(fit["holdout"]), file=out)
     estimated = " (ESTIMATED, no energy counter)" if power["is_estimated"] else ""
     print(f"  power [{power['method']}]{estimated}: idle {power['idle_w']:.1f} W, decode "
           f"{power['decode_w']:.1f} W, prefill {power['prefill_w']:.1f} W", file=out)

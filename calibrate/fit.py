@@ -39,12 +39,15 @@ from scipy.optimize import least_squares
 from sim.cost_model import CostModel
 from sim.model_spec import ModelSpec
 from sim.plan import StepShape
-from sim.profile import CostParams, Profile, profile_from_dict
+from sim.profile import MAX_MEASURED_MATMUL_EFFICIENCY, CostParams, Profile, profile_from_dict
 
 SHAPE_FIELDS = ("num_tokens", "num_seqs", "num_sampled", "context_tokens", "attention_pairs",
                 "num_prefill_tokens")
 MIN_EFFICIENCY = 1e-4
-MAX_EFFICIENCY = 1.5  # the profile schema's bound
+MAX_EFFICIENCY = 1.5  # the profile schema's bound on memory and attention efficiencies
+# ... and on the matmul curve, which is stated for width 4096 (see sim.profile): a bound that
+# binds there is a form error (it held the width exponent down and mispredicted wider models)
+MAX_MATMUL_EFFICIENCY = MAX_MEASURED_MATMUL_EFFICIENCY
 SMOOTHNESS_WEIGHT = 0.02  # per unit of second difference of log efficiency; weak on purpose
 OVERHEAD_SCALE_S = 1e-3  # overheads are fitted in ms, so every unknown is O(1)
 
@@ -136,7 +139,9 @@ class _Problem:
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
         n_eff = self.num_knots + len(self.efficiencies)
         lo = [math.log(MIN_EFFICIENCY)] * n_eff + [0.0] * len(self.linear)
-        hi = [math.log(MAX_EFFICIENCY)] * n_eff + [upper for _, _, upper in self.linear]
+        hi = ([math.log(MAX_MATMUL_EFFICIENCY)] * self.num_knots
+              + [math.log(MAX_EFFICIENCY)] * len(self.efficiencies)
+              + [upper for _, _, upper in self.linear])
         return np.array(lo), np.array(hi)
 
     def start(self, peak_eff: float, half_tokens: float, mem_eff: float, attn_eff: float,
@@ -218,18 +223,36 @@ def fit_profile(document: dict, where: str = "profile", max_nfev: int = 400) -> 
         point["rel_error"] = round(float(err), 5)
     cm["fit"] = fit_quality(points, rel, best, knots, fit_layer)
     cm["fit"]["fitted"] = ["matmul_efficiency_curve", *problem.fitted_names]
+    holdout = doc["measurements"].get("holdout")
+    if holdout and holdout.get("points"):
+        cm["fit"]["holdout"] = score_holdout(fitted, specs[holdout["model"]], holdout["points"])
     return doc
+
+
+def score_holdout(profile: Profile, spec: ModelSpec, points: list[dict]) -> dict:
+    """The fitted profile's error on a model it was not fitted to, measured in the same run
+    (`calibrate --holdout`): each point gets predicted_s and rel_error, as the fitted points do."""
+    model = CostModel(spec, profile)
+    rel = []
+    for point in points:
+        predicted = model.step_time(shape_of(point))
+        point["predicted_s"] = _round(predicted)
+        point["rel_error"] = round(predicted / point["seconds"] - 1.0, 5)
+        rel.append(point["rel_error"])
+    abs_err = np.abs(rel)
+    worst = points[int(np.argmax(abs_err))]
+    return {"model": spec.name, "num_points": len(points),
+            "median_rel_error": round(float(np.median(abs_err)), 5),
+            "max_rel_error": round(float(abs_err.max()), 5),
+            "mean_signed_rel_error": round(float(np.mean(rel)), 5),
+            "by_kind": errors_by_kind(points, abs_err),
+            "worst_point": {k: worst[k] for k in ("kind", "batch", "num_tokens", "context_tokens",
+                                                  "seconds", "predicted_s")}}
 
 
 def fit_quality(points: list[dict], rel: np.ndarray, result: Any, knots: list[int],
                 fit_layer: bool) -> dict:
     abs_err = np.abs(rel)
-    by_kind = {}
-    for kind in sorted({p["kind"] for p in points}):
-        errs = np.array([abs(float(r)) for p, r in zip(points, rel) if p["kind"] == kind])
-        by_kind[kind] = {"num_points": int(errs.size),
-                         "median_rel_error": round(float(np.median(errs)), 5),
-                         "max_rel_error": round(float(errs.max()), 5)}
     worst = int(np.argmax(abs_err))
     return {
         "method": "scipy.optimize.least_squares on log(predicted/measured), bounded; "
@@ -238,7 +261,7 @@ def fit_quality(points: list[dict], rel: np.ndarray, result: Any, knots: list[in
         "median_rel_error": round(float(np.median(abs_err)), 5),
         "max_rel_error": round(float(abs_err.max()), 5),
         "mean_rel_error": round(float(abs_err.mean()), 5),
-        "by_kind": by_kind,
+        "by_kind": errors_by_kind(points, abs_err),
         "worst_point": {k: points[worst][k] for k in ("kind", "model", "batch", "num_tokens",
                                                       "context_tokens", "seconds", "predicted_s")},
         "curve_knots": knots,
@@ -248,6 +271,17 @@ def fit_quality(points: list[dict], rel: np.ndarray, result: Any, knots: list[in
         "optimizer": {"status": int(result.status), "nfev": int(result.nfev),
                       "cost": float(result.cost)},
     }
+
+
+def errors_by_kind(points: list[dict], abs_err: np.ndarray) -> dict:
+    """Per step kind: how many points, median and max |relative error|."""
+    out = {}
+    for kind in sorted({p["kind"] for p in points}):
+        errs = np.array([float(e) for p, e in zip(points, abs_err) if p["kind"] == kind])
+        out[kind] = {"num_points": int(errs.size),
+                     "median_rel_error": round(float(np.median(errs)), 5),
+                     "max_rel_error": round(float(errs.max()), 5)}
+    return out
 
 
 def _round(value: float) -> float:

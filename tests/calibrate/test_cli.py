@@ -20,10 +20,23 @@ TINY_GRID = ["--model", "tiny", "--batches", "1,2", "--prompt-lens", "8,32", "--
              "--time-budget", "20", "--no-progress"]
 
 
+def _wider_tiny(folder: Path) -> str:
+    """A config.json of a dense model twice tiny's width and with one more layer."""
+    path = folder / "tiny-wide" / "config.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps({"_name_or_path": "tiny-wide", "hidden_size": 128,
+                                "num_hidden_layers": 3, "num_attention_heads": 8,
+                                "num_key_value_heads": 4, "intermediate_size": 256,
+                                "vocab_size": 256, "max_position_embeddings": 512}))
+    return str(path)
+
+
 @pytest.fixture(scope="module")
 def tiny_profile(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("calibrate") / "tiny-cpu.json"
-    assert main(TINY_GRID + ["--device", "cpu", "--output", str(out), "--price-usd-per-h", "0.1"]) == 0
+    folder = tmp_path_factory.mktemp("calibrate")
+    out = folder / "tiny-cpu.json"
+    assert main(TINY_GRID + ["--device", "cpu", "--output", str(out), "--price-usd-per-h", "0.1",
+                             "--holdout", _wider_tiny(folder)]) == 0
     return out
 
 
@@ -72,6 +85,28 @@ def test_points_are_timed_beside_a_speed_reference(tiny_profile: Path) -> None:
             assert p["seconds"] == p["raw_seconds"]
         else:
             assert p["log_spread"]["at_speed"] < p["log_spread"]["raw"]
+
+
+def test_a_held_out_model_is_measured_beside_but_not_fitted(tiny_profile: Path) -> None:
+    profile = load_profile(tiny_profile)
+    held = profile.measurements["holdout"]
+    assert held["model"] == "tiny-wide" and held["points"]
+    assert "tiny-wide" in profile.measurements["models"]
+    assert "tiny-wide" not in {p["model"] for p in profile.measurements["points"]}
+    assert {p["model"] for p in held["points"]} == {"tiny-wide"}
+    assert {p["kind"] for p in held["points"]} == {"prefill", "decode", "mixed"}
+    # timed in the same run, against the same speed reference as the fitted points
+    ref_end = profile.measurements["speed_reference"]["samples"][-1][0]
+    assert all(0 <= s <= ref_end + 1.0 for p in held["points"] for s in p["stamps_s"])
+    # its score is the fitted cost model's prediction of each point, as stored
+    from calibrate.fit import shape_of, spec_from_dict
+    from sim.cost_model import CostModel
+    model = CostModel(spec_from_dict(profile.measurements["models"]["tiny-wide"]), profile)
+    errors = [abs(model.step_time(shape_of(p)) / p["seconds"] - 1) for p in held["points"]]
+    score = profile.cost.fit["holdout"]
+    assert score["model"] == "tiny-wide" and score["num_points"] == len(held["points"])
+    assert score["median_rel_error"] == pytest.approx(statistics.median(errors), abs=1e-4)
+    assert score["max_rel_error"] == pytest.approx(max(errors), abs=1e-4)
 
 
 def test_no_speed_reference_keeps_plain_medians(tmp_path: Path) -> None:
@@ -139,6 +174,8 @@ BAD_INPUTS = {
     "output not writable": (lambda t: TINY_GRID[:-3] + ["--output",
                                        str(t / "no" / "such" / "dir" / "p.json")], "--output"),
     "bad budget": (lambda t: ["--model", "tiny", "--time-budget", "-1"], "--time-budget"),
+    "unknown holdout": (lambda t: ["--model", "tiny", "--holdout", "no-such-model"], "--holdout"),
+    "holdout is the model": (lambda t: ["--model", "tiny", "--holdout", "tiny"], "--holdout"),
 }
 
 

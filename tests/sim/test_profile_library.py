@@ -142,7 +142,7 @@ def test_count_without_interconnect_is_rejected(tmp_path: Path):
 
 def test_efficiency_above_one_is_rejected(tmp_path: Path):
     data = _good()
-    data["cost_model"]["matmul_efficiency"] = 3.0
+    data["cost_model"]["matmul_efficiency"] = 3.5  # beyond even a measured width-scaled one
     path = _write(tmp_path, data)
     assert any("cost_model.matmul_efficiency" in p for p in validate_file(path))
     with pytest.raises(InputError, match="cost_model.matmul_efficiency"):
