@@ -61,6 +61,11 @@ def _measured(name: str) -> None:
     cols[0].metric("measured points", len(rows))
     cols[1].metric("median |error| of the fit", views.number(fit.get("median_rel_error")))
     cols[2].metric("max |error| of the fit", views.number(fit.get("max_rel_error")))
+    held = fit.get("holdout")
+    if held:
+        st.caption(f"Cross-model check: {held['model']}, measured in the same run but not fitted, is "
+                   f"predicted with median |error| {views.number(held['median_rel_error'])} and max "
+                   f"{views.number(held['max_rel_error'])} over {held['num_points']} steps.")
     st.plotly_chart(figures.measured_vs_predicted(rows, title=f"{name}: measured steps vs the fitted cost model"),
                     key="chart.measured")
     with st.expander("measured points"):

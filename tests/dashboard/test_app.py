@@ -230,6 +230,8 @@ def test_profiles_page_shows_provenance_fit_and_comparison(profiles_env):
     assert not at.exception
     assert "**source** measured" in at.markdown[0].value
     assert _metrics(at)["measured points"] == "12"
+    held = [c.value for c in at.caption if "Cross-model check" in c.value]
+    assert held and "llama-medium-400m" in held[0] and "0.171" in held[0]
     assert len(at.get("plotly_chart")) == 3  # measured vs fitted, decode and prefill comparisons
     decode_before = at.get("plotly_chart")[1].proto.spec
     at.selectbox(key="pr.model").set_value("llama-3-70b").run()
