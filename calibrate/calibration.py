@@ -380,15 +380,11 @@ def run_calibration(args: argparse.Namespace, command: str) -> int:
     document["measurements"].update(
         points=points, models=models, limits=[x for r in results for x in r.limits],
         speed_reference=speed_reference,
-        holdout={"model": holdout.name, "points": [p for r in held for p in r.points],
-                 "skipped": [x for r in held for x in r.skipped],
-                 "limits": [x for r in held for x in r.limits],
-                 "sweep_seconds": round(sum(r.seconds for r in held), 1)}
-        if holdout is not None else None,
+        holdout=holdout_record(holdout, held) if holdout is not None else None,
         grid=grid.to_dict() | {"skipped": [x for r in results for x in r.skipped],
                                "memory": memory,
-                                  "probe_model": [m for m in models if m != spec.name
-                                                  and m != getattr(holdout, "name", None)] or None})
+                               "probe_model": [r.model_name for r in results
+                                               if r.model_name != spec.name] or None})
     idle_how = "estimated" if meter.is_estimated else "measured over 2 s before the sweeps"
     document["power"] = power_section(meter.method, meter.is_estimated, idle_w, points,
                                       meter.details | {"idle": idle_how})
@@ -408,6 +404,15 @@ def run_calibration(args: argparse.Namespace, command: str) -> int:
     print_summary(plan.out, fitted, time.perf_counter() - started)
     _warn_if_busy(load_before, plan.device.type)
     return 0
+
+
+def holdout_record(holdout: ModelSpec, held: list[SweepResult]) -> dict:
+    """measurements.holdout: the held-out model's points (scored by the fit), and what the budget
+    or memory left out."""
+    return {"model": holdout.name, "points": [p for r in held for p in r.points],
+            "skipped": [x for r in held for x in r.skipped],
+            "limits": [x for r in held for x in r.limits],
+            "sweep_seconds": round(sum(r.seconds for r in held), 1)}
 
 
 def _load_average() -> list[float] | None:
