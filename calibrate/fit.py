@@ -45,9 +45,8 @@ SHAPE_FIELDS = ("num_tokens", "num_seqs", "num_sampled", "context_tokens", "atte
                 "num_prefill_tokens")
 MIN_EFFICIENCY = 1e-4
 MAX_EFFICIENCY = 1.5  # the profile schema's bound on memory and attention efficiencies
-# ... and on the matmul curve, which is stated for width 4096 (see sim.profile): a bound that
-# binds there is a form error (it held the width exponent down and mispredicted wider models)
-MAX_MATMUL_EFFICIENCY = MAX_MEASURED_MATMUL_EFFICIENCY
+# The matmul curve is bounded by MAX_MEASURED_MATMUL_EFFICIENCY: it is stated for width 4096 (see
+# sim.profile), and a bound that binds is a form error (it held the width exponent down).
 SMOOTHNESS_WEIGHT = 0.02  # per unit of second difference of log efficiency; weak on purpose
 OVERHEAD_SCALE_S = 1e-3  # overheads are fitted in ms, so every unknown is O(1)
 
@@ -139,7 +138,7 @@ class _Problem:
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
         n_eff = self.num_knots + len(self.efficiencies)
         lo = [math.log(MIN_EFFICIENCY)] * n_eff + [0.0] * len(self.linear)
-        hi = ([math.log(MAX_MATMUL_EFFICIENCY)] * self.num_knots
+        hi = ([math.log(MAX_MEASURED_MATMUL_EFFICIENCY)] * self.num_knots
               + [math.log(MAX_EFFICIENCY)] * len(self.efficiencies)
               + [upper for _, _, upper in self.linear])
         return np.array(lo), np.array(hi)
@@ -232,12 +231,12 @@ def fit_profile(document: dict, where: str = "profile", max_nfev: int = 400) -> 
 def score_holdout(profile: Profile, spec: ModelSpec, points: list[dict]) -> dict:
     """The fitted profile's error on a model it was not fitted to, measured in the same run
     (`calibrate --holdout`): each point gets predicted_s and rel_error, as the fitted points do."""
-    model = CostModel(spec, profile)
+    predicted = predict_points(profile, {spec.name: spec}, [shape_of(p) for p in points],
+                               {spec.name: list(range(len(points)))})
     rel = []
-    for point in points:
-        predicted = model.step_time(shape_of(point))
-        point["predicted_s"] = _round(predicted)
-        point["rel_error"] = round(predicted / point["seconds"] - 1.0, 5)
+    for point, pred in zip(points, predicted):
+        point["predicted_s"] = _round(float(pred))
+        point["rel_error"] = round(float(pred) / point["seconds"] - 1.0, 5)
         rel.append(point["rel_error"])
     abs_err = np.abs(rel)
     worst = points[int(np.argmax(abs_err))]
