@@ -50,14 +50,15 @@ def main() -> None:
             result = validate(name, scenario_from_dict(data, "suite"), profile)
             print(f"\n== {name} run {run + 1} ({time.perf_counter() - start:.0f} s; identical workload: "
                   f"{result.same_workload})")
-            print(format_rows(result.rows, result.at_speed_rows))
+            print(format_rows(result.rows, result.columns()))
             print(format_diagnostics(result))
             table.append((name, run, result))
             dump.append(result.to_dict())
     cols = MEAN_METRICS + TAIL_METRICS
     heads = "".join(f"{c.replace('_s', '').replace('throughput.', ''):>16}" for c in cols)
     for title, rows_of in (("the profile as calibrated", lambda r: r.rows),
-                           ("the profile at the speed the machine was found in", lambda r: r.at_speed_rows)):
+                           ("the profile at the speed the machine was found in", lambda r: r.at_speed_rows),
+                           ("the replay: the simulator fed the real steps' measured times", lambda r: r.replay_rows)):
         print(f"\nrelative error, (predicted - measured) / measured, of {title}")
         print(f"{'case':<56}{'speed':>7}{'steps':>8}" + heads)
         for name, run, r in table:

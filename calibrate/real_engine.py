@@ -37,6 +37,22 @@ class RealRun:
     recorder: RunRecorder
     wall_s: float
     steps: list[tuple[StepShape, float]] = field(default_factory=list)  # each step's shape, seconds
+    # The engine loop's own seconds around each step (not in `steps`): before it, from the moment
+    # the simulator would schedule it (the previous step's loop ended, or a wait for an arrival or
+    # timer did) to its start: arrivals and scheduling; after it, from its end to the next look at
+    # the clock: committing tokens and bookkeeping.
+    before_s: list[float] = field(default_factory=list)
+    after_s: list[float] = field(default_factory=list)
+
+    @property
+    def loop_s(self) -> list[float]:
+        return [b + a for b, a in zip(self.before_s, self.after_s)]
+
+    def replay_log(self) -> list[tuple[StepShape, float, float]]:
+        """Each step as sim.replay takes it: shape, seconds to its end (scheduling included) and
+        the loop's seconds after it."""
+        return [(shape, before + seconds, after)
+                for (shape, seconds), before, after in zip(self.steps, self.before_s, self.after_s)]
 
 
 class _Traffic:
@@ -95,6 +111,8 @@ def serve(prep: Prepared, runner: Runner, meter: EnergyMeter | None = None, seed
         raise ValueError("the real engine serves one replica on one device (replicas = tp = 1)")
     recorder = RunRecorder()
     steps: list[tuple[StepShape, float]] = []
+    before_s: list[float] = []
+    after_s: list[float] = []
     (sched,) = prep.make_schedulers(recorder)
     traffic = _Traffic(prep.load, sc.measurement.warmup_fraction, sc.measurement.drain_fraction)
     token_rng = np.random.default_rng(seed)
@@ -103,9 +121,14 @@ def serve(prep: Prepared, runner: Runner, meter: EnergyMeter | None = None, seed
     reading_ctx = meter.measure() if meter is not None else None
     reading = reading_ctx.__enter__() if reading_ctx is not None else None
     t0 = clock()
+    ready = 0.0  # when the simulator would schedule next: a step's loop ended, or a wait did
+    stepped = False
     try:
         while True:
             now = clock() - t0
+            if stepped:
+                after_s.append(now - end)
+                ready, stepped = now, False
             for req in traffic.due(now):
                 _arrive(req, sched, runner, recorder, token_rng, vocab, now)
                 if req.request_id in recorder.rejected_reasons:
@@ -116,13 +139,15 @@ def serve(prep: Prepared, runner: Runner, meter: EnergyMeter | None = None, seed
                     runner.execute(plan)
                 if traffic.exhausted and sched.is_idle:
                     break
-                _sleep_until(t0, clock, traffic.next_due_s(), sched.next_wakeup_s)
+                ready = max(ready, _sleep_until(t0, clock, traffic.next_due_s(), sched.next_wakeup_s))
                 continue
             start = clock() - t0
             runner.execute(plan)
             runner.synchronize()
             end = clock() - t0
             steps.append((plan.shape(), end - start))
+            before_s.append(max(start - ready, 0.0))
+            stepped = True
             sampled, new_prompt = step_tokens(plan, sched)
             for req in sched.commit(plan, StepTimes(start, end - start, 0.0, 1)):
                 runner.free(req.request_id)
@@ -140,7 +165,7 @@ def serve(prep: Prepared, runner: Runner, meter: EnergyMeter | None = None, seed
     summary = finish_summary(prep, recorder, [sched])
     summary["energy"] = _measured_energy(summary, reading, meter)
     summary["engine"] = {"kind": "real", "device": str(runner.device), "wall_s": wall}
-    return RealRun(summary, recorder, wall, steps)
+    return RealRun(summary, recorder, wall, steps, before_s, after_s)
 
 
 def _arrive(req: Request, sched: BatchScheduler, runner: Runner, recorder: RunRecorder,
@@ -152,13 +177,15 @@ def _arrive(req: Request, sched: BatchScheduler, runner: Runner, recorder: RunRe
     recorder.queue_len.append(len(sched.waiting))
 
 
-def _sleep_until(t0: float, clock, *deadlines: float | None) -> None:
+def _sleep_until(t0: float, clock, *deadlines: float | None) -> float:
+    """Sleep until the earliest deadline; returns it (0.0 if there is none)."""
     due = [d for d in deadlines if d is not None]
     if not due:
-        return
+        return 0.0
     delay = min(due) - (clock() - t0)
     if delay > 0:
         time.sleep(delay)
+    return min(due)
 
 
 def _measured_energy(summary: dict, reading, meter: EnergyMeter | None) -> dict:

@@ -18,6 +18,10 @@ Two diagnostics say where an error comes from:
   * steps: every step the real engine ran, measured against the cost model's time for its shape,
     by kind (prefill, decode, mixed). If steps agree but latencies do not, the difference is in
     scheduling or the engine loop, not in the cost model.
+  * replay: the simulator runs the workload again with each step taking the time the real engine
+    measured for it (its loop's time between steps included; `sim.replay`). Its error is what
+    scheduling and the engine loops leave unexplained; the rest of a prediction's error lies in
+    step times (the cost model, or the machine's speed then).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from sim.cost_model import CostModel
 from sim.model_spec import resolve_model
 from sim.plan import StepShape
 from sim.profile import Profile, at_time_factor
+from sim.replay import Replay, replay_scenario
 from sim.scenario import RunResult, Scenario, prepare, run_scenario
 
 LATENCY_FIELDS = ("ttft_s", "tpot_s", "itl_s", "e2e_s")
@@ -54,11 +59,19 @@ class Validation:
     speed: MachineSpeed | None = None
     at_speed_rows: list[dict] | None = None  # the comparison with the prediction at that speed
     steps: dict = field(default_factory=dict)  # step_errors()
+    replay: Replay | None = None  # the simulator fed the real engine's own step times
+    replay_rows: list[dict] | None = None  # its comparison: what scheduling alone gets wrong
+
+    def columns(self) -> list[tuple[str, list[dict]]]:
+        """The extra comparisons, as (column title, rows) for format_rows."""
+        return [(title, rows) for title, rows in (("at speed", self.at_speed_rows), ("replay", self.replay_rows))
+                if rows]
 
     def to_dict(self) -> dict:
         return {"name": self.name, "scenario": self.scenario.to_dict(), "same_workload": self.same_workload,
                 "comparison": self.rows, "machine_speed": self.speed and self.speed.to_dict(),
                 "comparison_at_machine_speed": self.at_speed_rows, "steps": self.steps,
+                "replay": self.replay and self.replay.to_dict(), "comparison_of_replay": self.replay_rows,
                 "predicted": self.predicted.summary, "measured": self.measured.summary}
 
 
@@ -102,9 +115,10 @@ def step_kind(shape: StepShape) -> str:
     return "prefill" if shape.num_prefill_tokens == shape.num_tokens else "mixed"
 
 
-def step_errors(steps: list[tuple[StepShape, float]], cost: CostModel) -> dict:
+def step_errors(steps: list[tuple[StepShape, float]], cost: CostModel, host_s: list[float]) -> dict:
     """The real engine's steps against the cost model, by kind and in all: how many, measured and
-    predicted seconds summed, the relative error of the sum and the median step's ratio."""
+    predicted seconds summed, the relative error of the sum and the median step's ratio; and under
+    "loop", the engine loop's own seconds between steps (host_s; not in the cost model)."""
     groups: dict[str, list[tuple[float, float]]] = {}
     for shape, seconds in steps:
         pair = (seconds, cost.step_time(shape))
@@ -119,6 +133,10 @@ def step_errors(steps: list[tuple[StepShape, float]], cost: CostModel) -> dict:
         out[kind] = {"num_steps": len(pairs), "measured_s": measured, "predicted_s": predicted,
                      "rel_error": (predicted - measured) / measured if measured else None,
                      "median_ratio": statistics.median(p / m for m, p in pairs if m > 0)}
+    if host_s:
+        stepped = sum(seconds for _, seconds in steps)
+        out["loop"] = {"num_steps": len(host_s), "seconds": sum(host_s), "median_s": statistics.median(host_s),
+                       "share_of_step_time": sum(host_s) / stepped if stepped else None}
     return out
 
 
@@ -271,6 +289,7 @@ def validate(name: str, sc: Scenario, profile: Profile, device: str = "cpu", tdp
     finally:
         meter.close()
     rows = compare(predicted.summary, measured.summary)
+    replay = replay_scenario(sc, profile, measured.replay_log())
     speed, at_speed_rows = None, None
     if speed_points:
         speed = MachineSpeed(speed_points + probe.measure("after"))
@@ -278,28 +297,28 @@ def validate(name: str, sc: Scenario, profile: Profile, device: str = "cpu", tdp
         at_speed_rows = compare(at_speed.summary, measured.summary)
     return Validation(name, sc, predicted, measured, rows,
                       same_workload(predicted.recorder, measured.recorder, sc.workload.is_closed_loop),
-                      speed, at_speed_rows, step_errors(measured.steps, prep.cost))
+                      speed, at_speed_rows, step_errors(measured.steps, prep.cost, measured.loop_s),
+                      replay, compare(replay.result.summary, measured.summary))
 
 
 def percent(value: float | None) -> str:
     return "n/a" if value is None else f"{value * 100:+.1f}%"
 
 
-def format_rows(rows: list[dict], at_speed_rows: list[dict] | None = None) -> str:
-    """The comparison table; with at_speed_rows, a last column: the error of the prediction made
-    at the machine's measured speed."""
+def format_rows(rows: list[dict], columns: list[tuple[str, list[dict]]] = ()) -> str:
+    """The comparison table; each of columns (title, rows) adds the error of another prediction
+    of the same measurement (Validation.columns: at the machine's speed, the replay)."""
     def fmt(v: float | None, scale: float = 1.0) -> str:
         return "n/a" if v is None else f"{v * scale:.4g}"
 
     header = f"{'metric':<34}{'predicted':>12}{'measured':>12}{'error':>9}"
-    lines = [header + (f"{'at speed':>10}" if at_speed_rows else "")]
+    lines = [header + "".join(f"{title:>10}" for title, _ in columns)]
     for i, r in enumerate(rows):
         scale = 1e3 if r["metric"].split(".")[0].endswith("_s") else 1.0
         unit = " ms" if scale == 1e3 else ""
         line = (f"{r['metric'] + unit:<34}{fmt(r['predicted'], scale):>12}{fmt(r['measured'], scale):>12}"
                 f"{percent(r['rel_error']):>9}")
-        if at_speed_rows:
-            line += f"{percent(at_speed_rows[i]['rel_error']):>10}"
+        line += "".join(f"{percent(other[i]['rel_error']):>10}" for _, other in columns)
         lines.append(line)
     return "\n".join(lines)
 
@@ -314,9 +333,17 @@ def format_diagnostics(v: Validation) -> str:
                      f"{v.speed.memory_factor:.3f}x, prefill/mixed {v.speed.compute_factor:.3f}x); "
                      f"'at speed' predicts with memory and compute at those speeds")
     for kind, e in v.steps.items():
+        if kind == "loop":
+            lines.append(f"engine loop: {e['median_s'] * 1e3:.3f} ms a step (median) between steps, "
+                         f"{percent(e['share_of_step_time'])} of step time; the cost model leaves it out")
+            continue
         lines.append(f"steps {kind:<8}{e['num_steps']:>6} steps: measured {e['measured_s']:.3f} s, "
                      f"cost model {e['predicted_s']:.3f} s ({percent(e['rel_error'])}; median step ratio "
                      f"{e['median_ratio']:.3f})")
+    if v.replay is not None:
+        lines.append(f"replay: the simulator fed each real step's measured time, loop included ({v.replay.num_steps} "
+                     f"steps, {v.replay.num_diverged} not the real engine's at that position): 'replay' is "
+                     f"what the policy and engine loop alone leave unexplained")
     return "\n".join(lines)
 
 

@@ -73,7 +73,7 @@ def validate_command(argv: list[str]) -> int:
         result = validate(name, scenario, profile, device=args.device, tdp_w=args.tdp_w,
                           check_speed=not args.no_speed_check)
         print(f"identical workload: {result.same_workload}; real engine wall time {result.measured.wall_s:.1f} s")
-        print(format_rows(result.rows, result.at_speed_rows))
+        print(format_rows(result.rows, result.columns()))
         print(format_diagnostics(result), flush=True)
         results.append(result)
     if args.json:
@@ -89,6 +89,7 @@ def validate_command(argv: list[str]) -> int:
             "workload": r.scenario.workload.describe(), "comparison": r.rows,
             "machine_speed": r.speed and {k: v for k, v in r.speed.to_dict().items() if k != "points"},
             "comparison_at_machine_speed": r.at_speed_rows, "steps": r.steps,
+            "replay": r.replay and r.replay.to_dict(), "comparison_of_replay": r.replay_rows,
         } for r in results]
         document["provenance"] = provenance
         write_profile(document, profile.path)

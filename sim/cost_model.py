@@ -49,6 +49,9 @@ class StepCost:
     kv_s: float
     comm_s: float
     overhead_s: float
+    # the engine's own seconds after the step's tokens are committed, before it can schedule again
+    # (a replayed real engine's bookkeeping, sim.replay; the cost model folds overheads into time_s)
+    after_s: float = 0.0
 
 
 def matmul_efficiency(params: CostParams, num_tokens: float) -> float:
@@ -70,6 +73,8 @@ def matmul_efficiency(params: CostParams, num_tokens: float) -> float:
 
 class CostModel:
     """Step time and energy of one model on one profile at one TP degree. Pure; no state."""
+
+    closed_form_decode = True  # decode_line holds: the engine may advance decode runs in one go
 
     def __init__(self, model: ModelSpec, profile: Profile, tp: int = 1) -> None:
         if tp < 1 or tp > profile.device.count:

@@ -3,7 +3,8 @@ engine per replica. SimPy keeps the clock; policy, KV cache and cost model are p
 
 A replica's loop: ask its policy for a plan; run it for the plan's cost-model time; commit it.
 A decode-only plan may repeat up to `max_repeats` steps whose times are a closed form
-(alpha + beta j), so one SimPy timeout covers the whole run of steps. An arrival that the policy
+(alpha + beta j), so one SimPy timeout covers the whole run of steps (unless the cost model has no
+closed form: then, as the real engine, it runs one step at a time). An arrival that the policy
 could act on interrupts the run: the step in progress completes, the rest are not executed.
 """
 
@@ -61,10 +62,12 @@ class Replica:
                 self._interruptible = False
                 continue
             start = env.now
-            if plan.prefill or plan.max_repeats == 1:
+            if plan.prefill or plan.max_repeats == 1 or not cost.closed_form_decode:
                 step = cost.step_cost(plan.shape())
                 yield env.timeout(step.time_s)
-                times, energy_j = StepTimes(start, step.time_s, 0.0, 1), step.energy_j
+                self._commit(plan, StepTimes(start, step.time_s, 0.0, 1), step.energy_j)
+                if step.after_s > 0:
+                    yield env.timeout(step.after_s)
             else:
                 n_dec = len(plan.decode_ids)
                 a, b, ea, eb = cost.decode_line(n_dec + plan.num_padding_seqs, n_dec,
@@ -79,8 +82,7 @@ class Replica:
                     if end_s > env.now:
                         yield env.timeout(end_s - env.now)
                 self._interruptible = False
-                times, energy_j = StepTimes(start, a, b, steps), line_total(ea, eb, steps)
-            self._commit(plan, times, energy_j)
+                self._commit(plan, StepTimes(start, a, b, steps), line_total(ea, eb, steps))
 
     def _commit(self, plan, times: StepTimes, energy_j: float) -> None:
         sched = self.scheduler

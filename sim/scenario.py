@@ -325,9 +325,16 @@ def finish_summary(prep: Prepared, recorder: RunRecorder, schedulers: list) -> d
 
 def run_scenario(sc: Scenario, profile: Profile | None = None) -> RunResult:
     prep = prepare(sc, profile)
+    return run_prepared(prep, prep.cost)
+
+
+def run_prepared(prep: Prepared, cost: CostModel) -> RunResult:
+    """Simulate a prepared scenario with this cost model on every replica (prep.cost, or one
+    that wraps it, as `sim.replay` does)."""
+    sc = prep.scenario
     recorder = RunRecorder()
     schedulers = prep.make_schedulers(recorder)
     dep, ms = sc.deployment, sc.measurement
-    Cluster(schedulers, [prep.cost] * dep.replicas, dep.router, prep.router_rng, recorder,
+    Cluster(schedulers, [cost] * dep.replicas, dep.router, prep.router_rng, recorder,
             ms.warmup_fraction, ms.drain_fraction, prep.timeline_interval_s).run(prep.load)
     return RunResult(sc, finish_summary(prep, recorder, schedulers), recorder, prep.kv)

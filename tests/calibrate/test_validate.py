@@ -62,7 +62,7 @@ def test_real_engine_and_simulator_serve_the_identical_workload(tiny_profile, po
     assert all(r.finish_s > r.first_token_s >= r.arrival_s for r in real)  # all served, for real
     assert all(r.num_output_tokens == r.output_tokens for r in real)
     # the diagnostics: every real step compared with the cost model, and the machine's speed
-    kinds = [k for k in result.steps if k != "all"]
+    kinds = [k for k in result.steps if k not in ("all", "loop")]
     assert sum(result.steps[k]["num_steps"] for k in kinds) == result.steps["all"]["num_steps"] \
         == len(result.measured.steps) > 0
     assert result.speed is not None and result.speed.factor > 0 and result.speed.after is not None
@@ -76,6 +76,17 @@ def test_real_engine_and_simulator_serve_the_identical_workload(tiny_profile, po
     for metric in ("e2e_s.mean", "tpot_s.mean"):
         assert errors[metric] is not None and 1 / 6 < 1 + errors[metric] < 6, (metric, errors[metric])
     assert abs(errors["throughput.output_tokens_per_s"]) < 0.5
+    # The replay: the simulator fed the real steps' own times. Jitter cannot move it, so it is held
+    # tight: it reproduces the measured latencies only if both engines made the same decisions at
+    # the same moments. (An arrival that lands while the real engine oversleeps can shift one step;
+    # such steps are counted, and the means stay within a few percent.)
+    loop = result.steps["loop"]
+    assert loop["num_steps"] == len(result.measured.steps) and 0 < loop["seconds"] < result.measured.wall_s
+    assert result.replay.num_logged == len(result.measured.steps)
+    assert result.replay.num_diverged <= 0.25 * result.replay.num_steps
+    replayed = {row["metric"]: row["rel_error"] for row in result.replay_rows}
+    for metric in ("e2e_s.mean", "tpot_s.mean", "ttft_s.mean", "throughput.output_tokens_per_s"):
+        assert abs(replayed[metric]) < 0.05, (metric, replayed[metric])
 
 
 def test_validate_cli_writes_json_and_records_in_the_profile(tiny_profile, tmp_path):
@@ -108,8 +119,10 @@ def test_step_errors_compare_each_real_step_with_the_cost_model(tiny_profile):
     mixed = StepShape(51, 2, 2, 151, 50 * 51 // 2 + 101, num_prefill_tokens=50)
     steps = [(decode, 2 * cost.step_time(decode)), (decode, 2 * cost.step_time(decode)),
              (prefill, cost.step_time(prefill)), (mixed, 0.5 * cost.step_time(mixed))]
-    e = step_errors(steps, cost)
+    e = step_errors(steps, cost, [1e-4, 2e-4, 1e-4, 1e-4])
     assert e["decode"]["num_steps"] == 2 and e["decode"]["rel_error"] == pytest.approx(-0.5)
+    assert e["loop"]["seconds"] == pytest.approx(5e-4) and e["loop"]["median_s"] == pytest.approx(1e-4)
+    assert e["loop"]["share_of_step_time"] == pytest.approx(5e-4 / sum(s for _, s in steps))
     assert e["prefill"]["rel_error"] == pytest.approx(0.0) and e["mixed"]["median_ratio"] == pytest.approx(2.0)
     assert e["all"]["num_steps"] == 4
     assert e["all"]["measured_s"] == pytest.approx(sum(s for _, s in steps))
