@@ -6,10 +6,14 @@ JSON files the user uploads (parsed with `json.loads` only, size-capped). One re
 {"predicted": <run summary>, "measured": <run summary>, optional "name" | "label", "scenario",
 "same_workload", and the relative errors as the validation computed them: "comparison" (rows of
 {"metric": "ttft_s.p50", "rel_error"}, as `calibrate.validate.Validation.to_dict` writes) or
-"errors" (dotted keys or the summary's nesting)}. A file may hold one result, a list of them, or
-{"results" | "runs" | "cases" | "validations": [...]}. Summaries have the simulator's summary
-shape, so predicted and measured compare field by field; the page shows errors as given and
-computes none.
+"errors" (dotted keys or the summary's nesting)}. A result recorded in a profile by
+`calibrate validate --record` has no summaries: its "comparison" rows carry the predicted and
+measured values themselves, and are read as such. Where given, the errors of the prediction at the
+machine's measured speed ("comparison_at_machine_speed") and of the replay (the simulator fed the
+real engine's step times, "comparison_of_replay") are shown beside. A file may hold one result, a
+list of them, or {"results" | "runs" | "cases" | "validations": [...]}. Summaries have the
+simulator's summary shape, so predicted and measured compare field by field; the page shows errors
+as given and computes none.
 """
 
 from __future__ import annotations
@@ -39,13 +43,40 @@ def get_path(d: Any, dotted: str) -> Any:
     return d
 
 
+def _row_errors(rows: Any) -> dict[str, Any]:
+    """Comparison rows as {dotted metric: relative error}."""
+    if not isinstance(rows, list):
+        return {}
+    return {str(r["metric"]): r.get("rel_error") for r in rows if isinstance(r, Mapping) and "metric" in r}
+
+
 def _errors(obj: Mapping[str, Any]) -> dict[str, Any]:
     """The result's relative errors as {dotted metric: error}."""
-    rows = obj.get("comparison")
-    if isinstance(rows, list):
-        return {str(r["metric"]): r.get("rel_error") for r in rows if isinstance(r, Mapping) and "metric" in r}
+    if isinstance(obj.get("comparison"), list):
+        return _row_errors(obj["comparison"])
     errors = obj.get("errors") or obj.get("relative_errors")
     return dict(errors) if isinstance(errors, Mapping) else {}
+
+
+def _summaries_of_rows(rows: Any) -> tuple[dict, dict] | None:
+    """(predicted, measured) in the summary's nesting, from comparison rows that carry the values
+    ("ttft_s.p50" is read as latency.ttft_s.p50); None if the rows carry none."""
+    if not isinstance(rows, list):
+        return None
+    out: tuple[dict, dict] = ({}, {})
+    for row in rows:
+        if not (isinstance(row, Mapping) and isinstance(row.get("metric"), str)):
+            continue
+        head = row["metric"].split(".")[0]
+        path = (["latency"] if head.endswith("_s") else []) + row["metric"].split(".")
+        for summary, side in zip(out, ("predicted", "measured")):
+            value = row.get(side)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                node = summary
+                for key in path[:-1]:
+                    node = node.setdefault(key, {})
+                node[path[-1]] = value
+    return out if out[0] or out[1] else None
 
 
 def _error_of(errors: Mapping[str, Any], dotted: str) -> Any:
@@ -66,10 +97,16 @@ def results_in(obj: Any, source: str) -> list[dict[str, Any]]:
         if isinstance(obj.get(key), list):
             return results_in(obj[key], f"{source}.{key}")
     if isinstance(obj.get("predicted"), Mapping) and isinstance(obj.get("measured"), Mapping):
-        label = obj.get("name") or obj.get("label") or source
-        return [{"label": str(label), "source": source, "predicted": obj["predicted"],
-                 "measured": obj["measured"], "errors": _errors(obj), "same_workload": obj.get("same_workload")}]
-    return []
+        summaries = obj["predicted"], obj["measured"]
+    else:
+        summaries = _summaries_of_rows(obj.get("comparison"))
+    if summaries is None:
+        return []
+    label = obj.get("name") or obj.get("label") or source
+    return [{"label": str(label), "source": source, "predicted": summaries[0], "measured": summaries[1],
+             "errors": _errors(obj), "at_speed_errors": _row_errors(obj.get("comparison_at_machine_speed")),
+             "replay_errors": _row_errors(obj.get("comparison_of_replay")),
+             "same_workload": obj.get("same_workload")}]
 
 
 def from_profiles(profiles: list[Profile]) -> list[dict[str, Any]]:
@@ -98,7 +135,8 @@ def from_upload(name: str, data: bytes) -> list[dict[str, Any]]:
 
 
 def comparison_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """metric, predicted, measured and the validation's own error (if it gave one), per metric."""
+    """metric, predicted, measured and the validation's own errors (if it gave them: of the
+    prediction, of the prediction at the machine's speed, of the replay), per metric."""
     rows = []
     for dotted, label in COMPARED + COMPARED_OTHER:
         predicted = get_path(result["predicted"], dotted)
@@ -106,5 +144,7 @@ def comparison_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
         if predicted is None and measured is None:
             continue
         rows.append({"metric": label, "key": dotted, "predicted": predicted, "measured": measured,
-                     "relative error": _error_of(result.get("errors"), dotted)})
+                     "relative error": _error_of(result.get("errors") or {}, dotted),
+                     "at speed": _error_of(result.get("at_speed_errors") or {}, dotted),
+                     "replay": _error_of(result.get("replay_errors") or {}, dotted)})
     return rows

@@ -35,10 +35,14 @@ def _show(result: dict) -> None:
                            for r in rows],
              "measured": [views.ms(r["measured"]) if r["key"].startswith("latency.") else views.number(r["measured"])
                           for r in rows]}
-    if any(r["relative error"] is not None for r in rows):
-        table["relative error"] = ["n/a" if r["relative error"] is None else f"{r['relative error'] * 100:+.1f} %"
-                                   for r in rows]
+    for column in ("relative error", "at speed", "replay"):
+        if any(r[column] is not None for r in rows):
+            table[column] = ["n/a" if r[column] is None else f"{r[column] * 100:+.1f} %" for r in rows]
     st.dataframe(table, hide_index=True, width="stretch")
+    if any(r["replay"] is not None for r in rows):
+        st.caption("at speed: the prediction with the machine's memory and compute speed re-timed just before and "
+                   "after the run. replay: the simulator fed each real step's measured time; its error is what "
+                   "scheduling alone leaves unexplained, the rest of the error lies in step times.")
 
 
 def main() -> None:

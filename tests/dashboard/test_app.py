@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +18,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 from dashboard import state, uploads, validation_data, views  # noqa: E402
 from sim import cli, figures  # noqa: E402
 from sim.errors import InputError  # noqa: E402
+from sim.profile import load_profile  # noqa: E402
 from sim.scenario import run_scenario, scenario_from_dict  # noqa: E402
 from tests.dashboard.conftest import APP, MEASURED_FACTORS, MEASURED_NAME  # noqa: E402
 
@@ -254,6 +256,11 @@ def test_validation_page_says_so_when_there_are_no_results(tmp_path, monkeypatch
 
     empty = tmp_path / "none"
     empty.mkdir()
+    # the shipped CPU profile records a validation: shadow it with a copy that records none
+    shipped = load_profile("amd-epyc-2vcpu-cpu")
+    unvalidated = {**shipped.raw, "provenance": {k: v for k, v in shipped.raw["provenance"].items()
+                                                 if k not in validation_data.PROVENANCE_KEYS}}
+    (empty / Path(shipped.path).name).write_text(json.dumps(unvalidated))
     monkeypatch.setenv("INFERCAST_PROFILES", str(empty))
     st.cache_data.clear()
     at = _app()
@@ -267,14 +274,16 @@ def test_validation_page_shows_recorded_and_uploaded_results(profiles_env):
     at = _app()
     at.switch_page("app_pages/validation.py").run()
     assert not at.exception and not at.info
-    table = at.dataframe[0].value
+    labels = [h.value for h in at.subheader]
+    assert len(labels) == len(at.dataframe) >= 2  # the fixture's and the shipped CPU profile's
+    table = at.dataframe[labels.index("llama-small-150m on test-measured, Poisson 2 req/s")].value
     assert "relative error" in table.columns
     assert dict(zip(table["metric"], table["relative error"]))["TTFT p50"] == "-9.1 %"
     result = {"runs": [{"label": "uploaded", "predicted": {"latency": {"e2e_s": {"p50": 1.0, "p99": 2.0}}},
                         "measured": {"latency": {"e2e_s": {"p50": 1.1, "p99": 2.5}}}}]}
     at.file_uploader(key="upload.validation").set_value(("v.json", json.dumps(result).encode(), "application/json"))
     at.run()
-    assert not at.exception and len(at.dataframe) == 2
+    assert not at.exception and len(at.dataframe) == len(labels) + 1
     at.file_uploader(key="upload.validation").set_value(("v.json", b"{not json", "application/json")).run()
     assert "not a JSON file" in at.error[0].value
 
@@ -285,6 +294,23 @@ def test_validation_results_are_found_in_the_shapes_documented():
     assert len(validation_data.results_in([one, one], "f")) == 2
     assert len(validation_data.results_in({"cases": [one]}, "f")) == 1
     assert validation_data.results_in({"predicted": 1}, "f") == []
+
+
+def test_a_validation_recorded_in_a_profile_is_read_from_its_comparison_rows():
+    """`calibrate validate --record` stores comparison rows (predicted, measured, errors), no
+    summaries; the shipped CPU profile holds such a record and the page must show it."""
+    recorded = {"name": "case", "comparison": [
+        {"metric": "ttft_s.p50", "predicted": 0.09, "measured": 0.1, "rel_error": -0.1},
+        {"metric": "throughput.output_tokens_per_s", "predicted": 50.0, "measured": 40.0, "rel_error": 0.25}],
+        "comparison_of_replay": [{"metric": "ttft_s.p50", "predicted": 0.1, "measured": 0.1, "rel_error": 0.0}]}
+    (result,) = validation_data.results_in([recorded], "profile")
+    rows = {r["key"]: r for r in validation_data.comparison_rows(result)}
+    assert rows["latency.ttft_s.p50"]["predicted"] == 0.09 and rows["latency.ttft_s.p50"]["measured"] == 0.1
+    assert rows["latency.ttft_s.p50"]["relative error"] == -0.1 and rows["latency.ttft_s.p50"]["replay"] == 0.0
+    assert rows["throughput.output_tokens_per_s"]["measured"] == 40.0
+    assert rows["throughput.output_tokens_per_s"]["replay"] is None
+    shipped = validation_data.from_profiles([load_profile("amd-epyc-2vcpu-cpu")])
+    assert len(shipped) >= 1 and all(validation_data.comparison_rows(r) for r in shipped)
 
 
 # ---- the command ----------------------------------------------------------------------------------
