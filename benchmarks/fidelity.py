@@ -8,7 +8,9 @@ Usage: python benchmarks/fidelity.py --profile profiles/<host>-cpu.json [--reque
        [--json OUT]
 Run it on a quiet machine: other processes' load shows up as error. Each case also prints the
 machine's speed against its calibration (re-timed calibration points) and the error of the
-prediction made at that speed, and the real steps against the cost model (`calibrate.validate`).
+prediction made at that speed, the real steps against the cost model, and the replay: the
+simulator fed the real steps' measured times, whose error is what scheduling alone leaves
+unexplained (`calibrate.validate`, `sim.replay`).
 """
 
 from __future__ import annotations
