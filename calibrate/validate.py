@@ -74,6 +74,14 @@ class Validation:
                 "replay": self.replay and self.replay.to_dict(), "comparison_of_replay": self.replay_rows,
                 "predicted": self.predicted.summary, "measured": self.measured.summary}
 
+    def record(self) -> dict:
+        """What `--record` keeps in a profile's provenance: to_dict without the scenario, the run
+        summaries and the speed probe's points (the comparison rows carry the values)."""
+        out = {k: v for k, v in self.to_dict().items() if k not in ("scenario", "predicted", "measured")}
+        if out["machine_speed"]:
+            out["machine_speed"] = {k: v for k, v in out["machine_speed"].items() if k != "points"}
+        return out
+
 
 def in_profile_dtype(sc: Scenario, profile: Profile) -> Scenario:
     dtype = profile.cost.compute_dtype
@@ -115,10 +123,10 @@ def step_kind(shape: StepShape) -> str:
     return "prefill" if shape.num_prefill_tokens == shape.num_tokens else "mixed"
 
 
-def step_errors(steps: list[tuple[StepShape, float]], cost: CostModel, host_s: list[float]) -> dict:
+def step_errors(steps: list[tuple[StepShape, float]], cost: CostModel, loop_s: list[float]) -> dict:
     """The real engine's steps against the cost model, by kind and in all: how many, measured and
     predicted seconds summed, the relative error of the sum and the median step's ratio; and under
-    "loop", the engine loop's own seconds between steps (host_s; not in the cost model)."""
+    "loop", the engine loop's own seconds around each step (loop_s; not in the cost model)."""
     groups: dict[str, list[tuple[float, float]]] = {}
     for shape, seconds in steps:
         pair = (seconds, cost.step_time(shape))
@@ -133,10 +141,10 @@ def step_errors(steps: list[tuple[StepShape, float]], cost: CostModel, host_s: l
         out[kind] = {"num_steps": len(pairs), "measured_s": measured, "predicted_s": predicted,
                      "rel_error": (predicted - measured) / measured if measured else None,
                      "median_ratio": statistics.median(p / m for m, p in pairs if m > 0)}
-    if host_s:
+    if loop_s:
         stepped = sum(seconds for _, seconds in steps)
-        out["loop"] = {"num_steps": len(host_s), "seconds": sum(host_s), "median_s": statistics.median(host_s),
-                       "share_of_step_time": sum(host_s) / stepped if stepped else None}
+        out["loop"] = {"num_steps": len(loop_s), "seconds": sum(loop_s), "median_s": statistics.median(loop_s),
+                       "share_of_step_time": sum(loop_s) / stepped if stepped else None}
     return out
 
 

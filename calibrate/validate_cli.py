@@ -86,12 +86,8 @@ def validate_command(argv: list[str]) -> int:
         document = dict(profile.raw)
         provenance = dict(document["provenance"])
         provenance["validation"] = [{
-            "name": r.name, "date": datetime.date.today().isoformat(), "same_workload": r.same_workload,
-            "model": r.scenario.model, "scheduler": r.scenario.scheduler.policy,
-            "workload": r.scenario.workload.describe(), "comparison": r.rows,
-            "machine_speed": r.speed and {k: v for k, v in r.speed.to_dict().items() if k != "points"},
-            "comparison_at_machine_speed": r.at_speed_rows, "steps": r.steps,
-            "replay": r.replay and r.replay.to_dict(), "comparison_of_replay": r.replay_rows,
+            "date": datetime.date.today().isoformat(), "model": r.scenario.model,
+            "scheduler": r.scenario.scheduler.policy, "workload": r.scenario.workload.describe(), **r.record(),
         } for r in results]
         document["provenance"] = provenance
         write_profile(document, profile.path)

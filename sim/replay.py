@@ -53,9 +53,6 @@ class StepLogCost:
         scale = seconds / modelled.time_s if modelled.time_s > 0 else 1.0
         return dataclasses.replace(modelled, time_s=seconds, energy_j=modelled.energy_j * scale, after_s=after_s)
 
-    def decode_line(self, *args, **kwargs):
-        raise AssertionError("a step log has no closed form; the engine steps one at a time")
-
 
 @dataclasses.dataclass
 class Replay:

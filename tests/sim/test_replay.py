@@ -3,6 +3,7 @@ the real engine) makes the same decisions and reproduces the logged run's latenc
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -44,8 +45,7 @@ class Recording:
         step = self.base.step_cost(shape)
         seconds = step.time_s * self.slower
         self.log.append((shape, seconds, self.after_s))
-        return StepCost(**{**{f: getattr(step, f) for f in step.__slots__}, "time_s": seconds,
-                           "after_s": self.after_s})
+        return dataclasses.replace(step, time_s=seconds, after_s=self.after_s)
 
 
 def request_times(result) -> list[float]:
