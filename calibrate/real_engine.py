@@ -9,7 +9,9 @@ compare field by field.
 
 Assumed: one replica (one runner, one device); prompts are seeded random token ids (timing does
 not depend on token values); every request generates exactly its output length (EOS ignored, as
-`vllm bench serve --ignore-eos`). Energy comes from the device's meter over the whole run:
+`vllm bench serve --ignore-eos`); after a wait for an arrival or a timer, the engine decides at the
+moment the wait was for, as the simulator does (a request arriving while the OS wakes it late joins
+the next step; the late wake-up is counted as loop time). Energy comes from the device's meter over the whole run:
 measured with NVML or RAPL, else estimated from TDP and labelled so.
 """
 
@@ -123,9 +125,12 @@ def serve(prep: Prepared, runner: Runner, meter: EnergyMeter | None = None, seed
     t0 = clock()
     ready = 0.0  # when the simulator would schedule next: a step's loop ended, or a wait did
     stepped = False
+    woke: float | None = None  # the deadline a wait was for
     try:
         while True:
             now = clock() - t0
+            if woke is not None:  # act at the moment the wait was for, as the simulator does: a
+                now, woke = min(now, woke), None  # late wake-up (oversleep) is loop time, not news
             if stepped:
                 after_s.append(now - end)
                 ready, stepped = now, False
@@ -139,7 +144,9 @@ def serve(prep: Prepared, runner: Runner, meter: EnergyMeter | None = None, seed
                     runner.execute(plan)
                 if traffic.exhausted and sched.is_idle:
                     break
-                ready = max(ready, _sleep_until(t0, clock, traffic.next_due_s(), sched.next_wakeup_s))
+                woke = _sleep_until(t0, clock, traffic.next_due_s(), sched.next_wakeup_s)
+                if woke is not None:
+                    ready = max(ready, woke)
                 continue
             start = clock() - t0
             runner.execute(plan)
@@ -177,11 +184,11 @@ def _arrive(req: Request, sched: BatchScheduler, runner: Runner, recorder: RunRe
     recorder.queue_len.append(len(sched.waiting))
 
 
-def _sleep_until(t0: float, clock, *deadlines: float | None) -> float:
-    """Sleep until the earliest deadline; returns it (0.0 if there is none)."""
+def _sleep_until(t0: float, clock, *deadlines: float | None) -> float | None:
+    """Sleep until the earliest deadline; returns it (None if there is none)."""
     due = [d for d in deadlines if d is not None]
     if not due:
-        return 0.0
+        return None
     delay = min(due) - (clock() - t0)
     if delay > 0:
         time.sleep(delay)
