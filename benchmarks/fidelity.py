@@ -8,7 +8,9 @@ Usage: python benchmarks/fidelity.py --profile profiles/<host>-cpu.json [--reque
        [--json OUT]
 Run it on a quiet machine: other processes' load shows up as error. Each case also prints the
 machine's speed against its calibration (re-timed calibration points) and the error of the
-prediction made at that speed, the real steps against the cost model, and the replay: the
+prediction made at that speed, the real steps against the cost model, the prediction at the speed
+the run's own steps ran at (what is left is the cost model's form and the machine's moves within
+the run), and the replay: the
 simulator fed the real steps' measured times, whose error is what scheduling alone leaves
 unexplained (`calibrate.validate`, `sim.replay`).
 """
@@ -60,6 +62,8 @@ def main() -> None:
     heads = "".join(f"{c.replace('_s', '').replace('throughput.', ''):>16}" for c in cols)
     for title, rows_of in (("the profile as calibrated", lambda r: r.rows),
                            ("the profile at the speed the machine was found in", lambda r: r.at_speed_rows),
+                           ("the profile at the speed the run's own steps ran at (a decomposition, not a "
+                            "prediction)", lambda r: r.run_speed_rows),
                            ("the replay: the simulator fed the real steps' measured times", lambda r: r.replay_rows)):
         print(f"\nrelative error, (predicted - measured) / measured, of {title}")
         print(f"{'case':<56}{'speed':>7}{'steps':>8}" + heads)

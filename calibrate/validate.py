@@ -8,13 +8,17 @@ device has a meter. Relative error = (predicted - measured) / measured.
 The model runs in the profile's calibrated dtype (the dtype its cost model was fitted in), unless
 the scenario says otherwise.
 
-Two diagnostics say where an error comes from:
+Diagnostics say where an error comes from:
   * machine speed: a few of the profile's own calibration points are timed again just before and
     just after the run; their time now over their calibrated time is the speed the machine runs
     at (a shared cloud VM's memory bandwidth drifts with its neighbours: on the 2-vCPU AMD EPYC
     the same batch-1 decode step took 7 to 14 ms over minutes). Decode points give the memory
     factor, prefill and mixed points the compute factor. The prediction is also given at that
     speed (`at_time_factor`), so a model error and a slower machine are told apart.
+  * run speed: the same, with the speeds the run's own steps ran at (the median real step over its
+    cost-model time: decode steps give the memory factor, prefill and mixed steps the compute
+    factor). Two numbers are taken from the measurement, so it is a decomposition, not a
+    prediction: what remains is the cost model's form and the machine's moves within the run.
   * steps: every step the real engine ran, measured against the cost model's time for its shape,
     by kind (prefill, decode, mixed). If steps agree but latencies do not, the difference is in
     scheduling or the engine loop, not in the cost model.
@@ -61,16 +65,19 @@ class Validation:
     steps: dict = field(default_factory=dict)  # step_errors()
     replay: Replay | None = None  # the simulator fed the real engine's own step times
     replay_rows: list[dict] | None = None  # its comparison: what scheduling alone gets wrong
+    run_speed: dict | None = None  # run_speed_factors(steps): the speeds the run's own steps ran at
+    run_speed_rows: list[dict] | None = None  # the comparison with the prediction at those speeds
 
     def columns(self) -> list[tuple[str, list[dict]]]:
         """The extra comparisons, as (column title, rows) for format_rows."""
-        return [(title, rows) for title, rows in (("at speed", self.at_speed_rows), ("replay", self.replay_rows))
-                if rows]
+        return [(title, rows) for title, rows in (("at speed", self.at_speed_rows), ("run speed", self.run_speed_rows),
+                                                  ("replay", self.replay_rows)) if rows]
 
     def to_dict(self) -> dict:
         return {"name": self.name, "scenario": self.scenario.to_dict(), "same_workload": self.same_workload,
                 "comparison": self.rows, "machine_speed": self.speed and self.speed.to_dict(),
                 "comparison_at_machine_speed": self.at_speed_rows, "steps": self.steps,
+                "run_speed": self.run_speed, "comparison_at_run_speed": self.run_speed_rows,
                 "replay": self.replay and self.replay.to_dict(), "comparison_of_replay": self.replay_rows,
                 "predicted": self.predicted.summary, "measured": self.measured.summary}
 
@@ -146,6 +153,24 @@ def step_errors(steps: list[tuple[StepShape, float]], cost: CostModel, loop_s: l
         out["loop"] = {"num_steps": len(loop_s), "seconds": sum(loop_s), "median_s": statistics.median(loop_s),
                        "share_of_step_time": sum(loop_s) / stepped if stepped else None}
     return out
+
+
+def run_speed_factors(steps: dict) -> dict | None:
+    """The machine's speed during a run, from its own steps (step_errors): time factors against
+    the profile for memory (1 / the decode steps' median ratio of cost-model to measured time) and
+    compute (the same over prefill and mixed steps, weighted by their counts); a kind the run did
+    not have takes the other's factor. None without steps."""
+    def factor(kinds: tuple[str, ...]) -> float | None:
+        present = [steps[k] for k in kinds if k in steps and steps[k]["median_ratio"] > 0]
+        count = sum(e["num_steps"] for e in present)
+        if not count:
+            return None
+        return count / sum(e["median_ratio"] * e["num_steps"] for e in present)
+
+    memory, compute = factor(("decode",)), factor(("prefill", "mixed"))
+    if memory is None and compute is None:
+        return None
+    return {"memory_factor": memory or compute, "compute_factor": compute or memory}
 
 
 REFERENCE_POINTS = 4
@@ -303,10 +328,17 @@ def validate(name: str, sc: Scenario, profile: Profile, device: str = "cpu", tdp
         speed = MachineSpeed(speed_points + probe.measure("after"))
         at_speed = run_scenario(sc, at_time_factor(profile, speed.memory_factor, speed.compute_factor))
         at_speed_rows = compare(at_speed.summary, measured.summary)
+    steps = step_errors(measured.steps, prep.cost, measured.loop_s)
+    run_speed = run_speed_factors(steps)
+    run_speed_rows = None
+    if run_speed is not None:
+        at_run_speed = run_scenario(sc, at_time_factor(profile, run_speed["memory_factor"],
+                                                       run_speed["compute_factor"]))
+        run_speed_rows = compare(at_run_speed.summary, measured.summary)
     return Validation(name, sc, predicted, measured, rows,
                       same_workload(predicted.recorder, measured.recorder, sc.workload.is_closed_loop),
-                      speed, at_speed_rows, step_errors(measured.steps, prep.cost, measured.loop_s),
-                      replay, compare(replay.result.summary, measured.summary))
+                      speed, at_speed_rows, steps, replay, compare(replay.result.summary, measured.summary),
+                      run_speed, run_speed_rows)
 
 
 def percent(value: float | None) -> str:
@@ -315,7 +347,8 @@ def percent(value: float | None) -> str:
 
 def format_rows(rows: list[dict], columns: list[tuple[str, list[dict]]] = ()) -> str:
     """The comparison table; each of columns (title, rows) adds the error of another prediction
-    of the same measurement (Validation.columns: at the machine's speed, the replay)."""
+    of the same measurement (Validation.columns: at the machine's speed, at the run's own speed,
+    the replay)."""
     def fmt(v: float | None, scale: float = 1.0) -> str:
         return "n/a" if v is None else f"{v * scale:.4g}"
 
@@ -348,6 +381,11 @@ def format_diagnostics(v: Validation) -> str:
         lines.append(f"steps {kind:<8}{e['num_steps']:>6} steps: measured {e['measured_s']:.3f} s, "
                      f"cost model {e['predicted_s']:.3f} s ({percent(e['rel_error'])}; median step ratio "
                      f"{e['median_ratio']:.3f})")
+    if v.run_speed is not None:
+        lines.append(f"run speed: the run's own steps ran at {v.run_speed['memory_factor']:.3f}x (decode) and "
+                     f"{v.run_speed['compute_factor']:.3f}x (prefill/mixed) their cost-model time; 'run speed' "
+                     f"predicts with the machine at those speeds (taken from this run: what is left is the cost "
+                     f"model's form and the machine's moves within the run)")
     if v.replay is not None:
         lines.append(f"replay: the simulator fed each real step's measured time, loop included ({v.replay.num_steps} "
                      f"steps, {v.replay.num_diverged} not the real engine's at that position): 'replay' is "

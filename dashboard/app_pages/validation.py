@@ -35,14 +35,16 @@ def _show(result: dict) -> None:
                            for r in rows],
              "measured": [views.ms(r["measured"]) if r["key"].startswith("latency.") else views.number(r["measured"])
                           for r in rows]}
-    for column in ("relative error", "at speed", "replay"):
+    for column in ("relative error", "at speed", "run speed", "replay"):
         if any(r[column] is not None for r in rows):
             table[column] = ["n/a" if r[column] is None else f"{r[column] * 100:+.1f} %" for r in rows]
     st.dataframe(table, hide_index=True, width="stretch")
     if any(r["replay"] is not None for r in rows):
         st.caption("at speed: the prediction with the machine's memory and compute speed re-timed just before and "
-                   "after the run. replay: the simulator fed each real step's measured time; its error is what "
-                   "scheduling alone leaves unexplained, the rest of the error lies in step times.")
+                   "after the run. run speed: the prediction at the speeds the run's own steps ran at (taken from "
+                   "the run: what is left is the cost model's form and the machine's moves within the run). "
+                   "replay: the simulator fed each real step's measured time; its error is what scheduling alone "
+                   "leaves unexplained, the rest of the error lies in step times.")
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ pytest.importorskip("torch")
 pytest.importorskip("scipy")
 
 from calibrate.cli import main as calibrate_main  # noqa: E402
-from calibrate.validate import validate  # noqa: E402
+from calibrate.validate import run_speed_factors, step_errors, validate  # noqa: E402
 from calibrate.validate_cli import main as validate_main  # noqa: E402
 from sim.profile import load_profile  # noqa: E402
 from sim.scenario import scenario_from_dict  # noqa: E402
@@ -67,6 +67,10 @@ def test_real_engine_and_simulator_serve_the_identical_workload(tiny_profile, po
         == len(result.measured.steps) > 0
     assert result.speed is not None and result.speed.factor > 0 and result.speed.after is not None
     assert len(result.at_speed_rows) == len(result.rows)
+    # the run speed: the prediction at the speeds the run's own steps ran at
+    assert result.run_speed == run_speed_factors(result.steps)
+    assert [r["metric"] for r in result.run_speed_rows] == [r["metric"] for r in result.rows]
+    assert [title for title, _ in result.columns()] == ["at speed", "run speed", "replay"]
     errors = {row["metric"]: row["rel_error"] for row in result.rows}
     # Loose on purpose: a shared 2-core CI machine whose speed drifts (the 2-vCPU AMD EPYC ran the
     # same decode step in 7 to 14 ms over minutes; tracked by benchmarks/fidelity.py). A factor of
@@ -109,7 +113,6 @@ def test_validate_cli_bad_input_is_one_line_exit_2(tiny_profile, capsys):
 
 
 def test_step_errors_compare_each_real_step_with_the_cost_model(tiny_profile):
-    from calibrate.validate import step_errors
     from sim.cost_model import CostModel
     from sim.model_spec import get_preset
     from sim.plan import StepShape
@@ -126,6 +129,13 @@ def test_step_errors_compare_each_real_step_with_the_cost_model(tiny_profile):
     assert e["prefill"]["rel_error"] == pytest.approx(0.0) and e["mixed"]["median_ratio"] == pytest.approx(2.0)
     assert e["all"]["num_steps"] == 4
     assert e["all"]["measured_s"] == pytest.approx(sum(s for _, s in steps))
+    # the run's own speed: decode steps took 2x their cost-model time (memory), the prefill 1x and
+    # the mixed step 0.5x (compute: their count-weighted ratio 1.5 is a time factor of 1/1.5)
+    assert run_speed_factors(e) == pytest.approx({"memory_factor": 2.0, "compute_factor": 1 / 1.5})
+    # a run of one kind lends its factor to the other; no steps, no factors
+    only_decode = step_errors(steps[:2], cost, [])
+    assert run_speed_factors(only_decode) == pytest.approx({"memory_factor": 2.0, "compute_factor": 2.0})
+    assert run_speed_factors({}) is None
 
 
 def test_reference_points_are_quick_calibration_points_spread_over_their_times(tiny_profile):
