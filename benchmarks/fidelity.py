@@ -10,9 +10,8 @@ Run it on a quiet machine: other processes' load shows up as error. Each case al
 machine's speed against its calibration (re-timed calibration points) and the error of the
 prediction made at that speed, the real steps against the cost model, the prediction at the speed
 the run's own steps ran at (what is left is the cost model's form and the machine's moves within
-the run), and the replay: the
-simulator fed the real steps' measured times, whose error is what scheduling alone leaves
-unexplained (`calibrate.validate`, `sim.replay`).
+the run), and the replay: the simulator fed the real steps' measured times, whose error is what
+scheduling alone leaves unexplained (`calibrate.validate`, `sim.replay`).
 """
 
 from __future__ import annotations

@@ -323,18 +323,17 @@ def validate(name: str, sc: Scenario, profile: Profile, device: str = "cpu", tdp
         meter.close()
     rows = compare(predicted.summary, measured.summary)
     replay = replay_scenario(sc, profile, measured.replay_log())
+    def compare_at(memory_factor: float, compute_factor: float) -> list[dict]:
+        at = run_scenario(sc, at_time_factor(profile, memory_factor, compute_factor))
+        return compare(at.summary, measured.summary)
+
     speed, at_speed_rows = None, None
     if speed_points:
         speed = MachineSpeed(speed_points + probe.measure("after"))
-        at_speed = run_scenario(sc, at_time_factor(profile, speed.memory_factor, speed.compute_factor))
-        at_speed_rows = compare(at_speed.summary, measured.summary)
+        at_speed_rows = compare_at(speed.memory_factor, speed.compute_factor)
     steps = step_errors(measured.steps, prep.cost, measured.loop_s)
     run_speed = run_speed_factors(steps)
-    run_speed_rows = None
-    if run_speed is not None:
-        at_run_speed = run_scenario(sc, at_time_factor(profile, run_speed["memory_factor"],
-                                                       run_speed["compute_factor"]))
-        run_speed_rows = compare(at_run_speed.summary, measured.summary)
+    run_speed_rows = run_speed and compare_at(run_speed["memory_factor"], run_speed["compute_factor"])
     return Validation(name, sc, predicted, measured, rows,
                       same_workload(predicted.recorder, measured.recorder, sc.workload.is_closed_loop),
                       speed, at_speed_rows, steps, replay, compare(replay.result.summary, measured.summary),

@@ -12,9 +12,10 @@ and a second model size). `--record` stores the comparison in the profile's prov
 
 Before and after each run a few of the profile's calibration points are timed again: the table's
 "at speed" column is the prediction at the speed the machine ran at then (a shared VM drifts),
-the step lines compare every real step with the cost model, and the "replay" column is the
-simulator fed each real step's measured time: its error is what scheduling alone leaves
-unexplained (see `calibrate.validate`).
+the step lines compare every real step with the cost model, the "run speed" column is the
+prediction at the speed the run's own steps ran at (a decomposition, not a prediction), and the
+"replay" column is the simulator fed each real step's measured time: its error is what
+scheduling alone leaves unexplained (see `calibrate.validate`).
 """
 
 from __future__ import annotations
