@@ -4,7 +4,7 @@ them from the machine's measured profile. Prints predicted vs measured and the r
 Targets (issue: fidelity): mean TTFT, TPOT, E2E and throughput within 5%; p99 within 10%;
 cross-model (a model the profile was not fitted with) within 10%.
 
-Usage: python benchmarks/fidelity.py --profile profiles/<host>-cpu.json [--requests 60] [--repeat 2]
+Usage: python benchmarks/fidelity.py --profile profiles/<host>-cpu.json [--requests 60] [--repeat 3]
        [--json OUT]
 Run it on a quiet machine: other processes' load shows up as error. Each case also prints the
 machine's speed against its calibration (re-timed calibration points) and the error of the
@@ -25,6 +25,12 @@ MEAN_METRICS = ("ttft_s.mean", "tpot_s.mean", "e2e_s.mean", "throughput.output_t
 TAIL_METRICS = ("ttft_s.p99", "tpot_s.p99", "e2e_s.p99")
 
 
+def within(table, rows_of, metrics: tuple[str, ...], bound: float) -> tuple[int, int]:
+    """(cells whose |error| <= bound, cells) over the cases and these metrics."""
+    errors = [row["rel_error"] for _, r in table for row in rows_of(r) or [] if row["metric"] in metrics]
+    return sum(e is not None and abs(e) <= bound for e in errors), len(errors)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", required=True)
@@ -32,8 +38,8 @@ def main() -> None:
     ap.add_argument("--second-model", default="llama-medium-400m")
     ap.add_argument("--only", help="run only the cases whose name contains this")
     ap.add_argument("--repeat", type=int, default=1,
-                    help="serve each case this many times: the spread of the measured means is the "
-                         "machine's own run-to-run noise, a floor under any prediction error")
+                    help="serve each case this many times and compare with the median run; the runs' "
+                         "spread around it is the machine's own noise, a floor under any prediction error")
     ap.add_argument("--json")
     args = ap.parse_args()
 
@@ -48,42 +54,43 @@ def main() -> None:
     for name, data in default_suite(profile, model, args.second_model, num_requests=args.requests):
         if args.only and args.only not in name:
             continue
-        for run in range(args.repeat):
-            start = time.perf_counter()
-            result = validate(name, scenario_from_dict(data, "suite"), profile)
-            print(f"\n== {name} run {run + 1} ({time.perf_counter() - start:.0f} s; identical workload: "
-                  f"{result.same_workload})")
-            print(format_rows(result.rows, result.columns()))
-            print(format_diagnostics(result))
-            table.append((name, run, result))
-            dump.append(result.to_dict())
+        start = time.perf_counter()
+        result = validate(name, scenario_from_dict(data, "suite"), profile, repeats=args.repeat)
+        print(f"\n== {name} ({time.perf_counter() - start:.0f} s, {args.repeat} run(s); identical workload: "
+              f"{result.same_workload})")
+        print(format_rows(result.rows, result.columns()))
+        print(format_diagnostics(result))
+        table.append((name, result))
+        dump.append(result.to_dict())
     cols = MEAN_METRICS + TAIL_METRICS
     heads = "".join(f"{c.replace('_s', '').replace('throughput.', ''):>16}" for c in cols)
-    for title, rows_of in (("the profile as calibrated", lambda r: r.rows),
-                           ("the profile at the speed the machine was found in", lambda r: r.at_speed_rows),
-                           ("the profile at the speed the run's own steps ran at (a decomposition, not a "
-                            "prediction)", lambda r: r.run_speed_rows),
-                           ("the replay: the simulator fed the real steps' measured times", lambda r: r.replay_rows)):
-        print(f"\nrelative error, (predicted - measured) / measured, of {title}")
+    against = "the median of the runs" if args.repeat > 1 else "the run"
+    error_of = f"relative error against {against}, (predicted - measured) / measured, of"
+    for title, rows_of in ((f"{error_of} the profile as calibrated", lambda r: r.rows),
+                           (f"{error_of} the profile at the speed the machine was found in", lambda r: r.at_speed_rows),
+                           (f"{error_of} the profile at the speed the run's own steps ran at (a decomposition, "
+                            "not a prediction)", lambda r: r.run_speed_rows),
+                           (f"{error_of} the replay: the simulator fed the real steps' measured times",
+                            lambda r: r.replay_rows),
+                           ("run spread: the farthest run from the median, |run - median| / median (the machine's "
+                            "own noise: a perfect prediction's error against a single run)", lambda r: r.spread_rows)):
+        if not any(rows_of(r) for _, r in table):
+            continue
+        print(f"\n{title}")
         print(f"{'case':<56}{'speed':>7}{'steps':>8}" + heads)
-        for name, run, r in table:
+        for name, r in table:
             errors = {row["metric"]: row["rel_error"] for row in rows_of(r) or []}
             speed = "n/a" if r.speed is None else f"{r.speed.factor:.2f}x"
             steps = percent(r.steps.get("all", {}).get("rel_error"))
-            print(f"{name + (f' #{run + 1}' if args.repeat > 1 else ''):<56}{speed:>7}{steps:>8}"
-                  + "".join(f"{percent(errors.get(c)):>16}" for c in cols))
-    if args.repeat > 1:
-        print("\nrun-to-run: (largest - smallest) / smallest measured value over the repeats")
-        print(f"{'case':<56}" + heads)
-        names = list(dict.fromkeys(n for n, _, _ in table))
-        for name in names:
-            runs = [r for n, _, r in table if n == name]
-            cells = []
-            for c in cols:
-                values = [row["measured"] for r in runs for row in r.rows if row["metric"] == c]
-                values = [v for v in values if v]
-                cells.append(percent((max(values) - min(values)) / min(values) if len(values) > 1 else None))
-            print(f"{name:<56}" + "".join(f"{c:>16}" for c in cells))
+            spread = rows_of(r) is r.spread_rows
+            print(f"{name:<56}{speed:>7}{steps:>8}" + "".join(f"{percent(errors.get(c), spread):>16}" for c in cols))
+    for title, rows_of in (("the profile as calibrated", lambda r: r.rows),
+                           ("at the machine's speed", lambda r: r.at_speed_rows),
+                           ("at the run's own speed", lambda r: r.run_speed_rows)):
+        print(f"\ntargets, {title}: " + "; ".join(
+            f"{label} within {bound:.0%} in {hits} of {total} cells" for label, bound, hits, total in (
+                (label, bound, *within(table, rows_of, metrics, bound))
+                for label, metrics, bound in (("means", MEAN_METRICS, 0.05), ("p99s", TAIL_METRICS, 0.10)))))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(dump, fh, indent=1, default=str)

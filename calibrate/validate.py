@@ -3,22 +3,25 @@
 Both engines get the identical workload (one `sim.scenario.prepare` builds arrivals, lengths,
 policy and KV capacity for both), so the comparison measures the cost model and nothing else.
 Compared: TTFT, TPOT, ITL and E2E (mean, p50, p90, p99), throughput, and energy per token where the
-device has a meter. Relative error = (predicted - measured) / measured.
+device has a meter. Relative error = (predicted - measured) / measured. With repeats, the real
+engine serves the workload several times and the prediction is compared with the runs'
+element-wise median; the farthest run from it ("run spread") is the machine's own noise.
 
 The model runs in the profile's calibrated dtype (the dtype its cost model was fitted in), unless
 the scenario says otherwise.
 
 Diagnostics say where an error comes from:
-  * machine speed: a few of the profile's own calibration points are timed again just before and
-    just after the run; their time now over their calibrated time is the speed the machine runs
-    at (a shared cloud VM's memory bandwidth drifts with its neighbours: on the 2-vCPU AMD EPYC
-    the same batch-1 decode step took 7 to 14 ms over minutes). Decode points give the memory
+  * machine speed: a few of the profile's own calibration points are timed again just before the
+    first run and after each run; their time now over their calibrated time is the speed the
+    machine runs at (a shared cloud VM's memory bandwidth drifts with its neighbours: on the
+    2-vCPU AMD EPYC the same batch-1 decode step took 7 to 14 ms over minutes). Decode points give the memory
     factor, prefill and mixed points the compute factor. The prediction is also given at that
     speed (`at_time_factor`), so a model error and a slower machine are told apart.
-  * run speed: the same, with the speeds the run's own steps ran at (the median real step over its
-    cost-model time: decode steps give the memory factor, prefill and mixed steps the compute
-    factor). Two numbers are taken from the measurement, so it is a decomposition, not a
-    prediction: what remains is the cost model's form and the machine's moves within the run.
+  * run speed: the prediction with every step scaled by the time the run's own steps took over
+    their cost-model time, in sum: decode steps by the decode steps' factor, prefill and mixed
+    steps by theirs (`sim.cost_model.KindScaledCost`). Two numbers are taken from the
+    measurement, so it is a decomposition, not a prediction: what remains is the cost model's form
+    across shapes and the machine's moves within the run.
   * steps: every step the real engine ran, measured against the cost model's time for its shape,
     by kind (prefill, decode, mixed). If steps agree but latencies do not, the difference is in
     scheduling or the engine loop, not in the cost model.
@@ -41,12 +44,13 @@ from calibrate.power import make_meter
 from calibrate.real_engine import RealRun, serve
 from calibrate.runner import Runner
 from calibrate.sweep import Point, PointRunner
-from sim.cost_model import CostModel
+from sim.cost_model import CostModel, KindScaledCost
+from sim.errors import InputError
 from sim.model_spec import resolve_model
 from sim.plan import StepShape
 from sim.profile import Profile, at_time_factor
 from sim.replay import Replay, replay_scenario
-from sim.scenario import RunResult, Scenario, prepare, run_scenario
+from sim.scenario import RunResult, Scenario, prepare, run_prepared, run_scenario
 
 LATENCY_FIELDS = ("ttft_s", "tpot_s", "itl_s", "e2e_s")
 STATS = ("mean", "p50", "p90", "p99")
@@ -57,34 +61,51 @@ class Validation:
     name: str
     scenario: Scenario
     predicted: RunResult
-    measured: RealRun
+    runs: list[RealRun]  # the real engine served the workload this many times (repeats)
+    measured_summary: dict  # their summaries' element-wise median (median_summary): what is compared
     rows: list[dict]
     same_workload: bool
     speed: MachineSpeed | None = None
     at_speed_rows: list[dict] | None = None  # the comparison with the prediction at that speed
-    steps: dict = field(default_factory=dict)  # step_errors()
-    replay: Replay | None = None  # the simulator fed the real engine's own step times
-    replay_rows: list[dict] | None = None  # its comparison: what scheduling alone gets wrong
+    steps: dict = field(default_factory=dict)  # step_errors() over every run's steps
+    replays: list[Replay] = field(default_factory=list)  # the simulator fed each run's own step times
+    replay_rows: list[dict] | None = None  # their comparison: what scheduling alone gets wrong
     run_speed: dict | None = None  # run_speed_factors(steps): the speeds the run's own steps ran at
     run_speed_rows: list[dict] | None = None  # the comparison with the prediction at those speeds
+    spread_rows: list[dict] | None = None  # with repeats: run_spread(), the machine's own noise
 
     def columns(self) -> list[tuple[str, list[dict]]]:
         """The extra comparisons, as (column title, rows) for format_rows."""
         return [(title, rows) for title, rows in (("at speed", self.at_speed_rows), ("run speed", self.run_speed_rows),
-                                                  ("replay", self.replay_rows)) if rows]
+                                                  ("replay", self.replay_rows), (SPREAD, self.spread_rows))
+                if rows]
+
+    @property
+    def wall_s(self) -> float:
+        return sum(r.wall_s for r in self.runs)
+
+    def replay_counts(self) -> dict | None:
+        """The replays' steps, logged steps and diverged steps, summed over the runs."""
+        if not self.replays:
+            return None
+        return {key: sum(r.to_dict()[key] for r in self.replays) for key in ("num_steps", "num_logged", "num_diverged")}
 
     def to_dict(self) -> dict:
         return {"name": self.name, "scenario": self.scenario.to_dict(), "same_workload": self.same_workload,
-                "comparison": self.rows, "machine_speed": self.speed and self.speed.to_dict(),
+                "repeats": len(self.runs), "comparison": self.rows,
+                "machine_speed": self.speed and self.speed.to_dict(),
                 "comparison_at_machine_speed": self.at_speed_rows, "steps": self.steps,
                 "run_speed": self.run_speed, "comparison_at_run_speed": self.run_speed_rows,
-                "replay": self.replay and self.replay.to_dict(), "comparison_of_replay": self.replay_rows,
-                "predicted": self.predicted.summary, "measured": self.measured.summary}
+                "replay": self.replay_counts(), "comparison_of_replay": self.replay_rows,
+                "run_spread": self.spread_rows,
+                "predicted": self.predicted.summary, "measured": self.measured_summary,
+                "measured_runs": [r.summary for r in self.runs] if len(self.runs) > 1 else None}
 
     def record(self) -> dict:
         """What `--record` keeps in a profile's provenance: to_dict without the scenario, the run
         summaries and the speed probe's points (the comparison rows carry the values)."""
-        out = {k: v for k, v in self.to_dict().items() if k not in ("scenario", "predicted", "measured")}
+        out = {k: v for k, v in self.to_dict().items()
+               if k not in ("scenario", "predicted", "measured", "measured_runs")}
         if out["machine_speed"]:
             out["machine_speed"] = {k: v for k, v in out["machine_speed"].items() if k != "points"}
         return out
@@ -112,6 +133,37 @@ def compare(predicted: dict, measured: dict) -> list[dict]:
     if measured["energy"].get("joules") is not None:
         rows.append(_row("energy.j_per_output_token", predicted["energy"]["j_per_output_token"],
                          measured["energy"]["j_per_output_token"]))
+    return rows
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def median_summary(summaries: list[dict]) -> dict:
+    """The element-wise median of run summaries of one shape: each number is the median of the
+    runs' values (None only where every run has None); anything else is the first run's. The real
+    engine serving a workload again on a shared machine measures again differently; its median is
+    what a deterministic prediction is compared with, as a calibration point keeps its median."""
+    first = summaries[0]
+    if isinstance(first, dict):
+        return {k: median_summary([s.get(k) if isinstance(s, dict) else None for s in summaries]) for k in first}
+    numbers = [v for v in summaries if _is_number(v)]
+    if _is_number(first) or (first is None and numbers):
+        return statistics.median(numbers) if numbers else None
+    return first
+
+
+def run_spread(summaries: list[dict], median: dict) -> list[dict]:
+    """Per compared metric, how far the farthest run lies from the runs' median, |run - median| /
+    median: the error a prediction equal to the median would show against a single run (compare()
+    rows; "measured" is the median)."""
+    per_run = [compare(s, median) for s in summaries]
+    rows = []
+    for cells in zip(*per_run):
+        errors = [abs(c["rel_error"]) for c in cells if c["rel_error"] is not None]
+        rows.append({"metric": cells[0]["metric"], "predicted": None, "measured": cells[0]["measured"],
+                     "rel_error": max(errors) if errors else None})
     return rows
 
 
@@ -156,21 +208,21 @@ def step_errors(steps: list[tuple[StepShape, float]], cost: CostModel, loop_s: l
 
 
 def run_speed_factors(steps: dict) -> dict | None:
-    """The machine's speed during a run, from its own steps (step_errors): time factors against
-    the profile for memory (1 / the decode steps' median ratio of cost-model to measured time) and
-    compute (the same over prefill and mixed steps, weighted by their counts); a kind the run did
-    not have takes the other's factor. None without steps."""
+    """The machine's speed during a run, from its own steps (step_errors): the decode steps'
+    measured seconds over their cost-model seconds ("decode_factor"), and the same over the steps
+    with prefill tokens, prefill and mixed ("prefill_factor"); summed seconds, as the means the
+    comparison checks are sums of step times. A kind the run did not have takes the other's
+    factor. None without steps."""
     def factor(kinds: tuple[str, ...]) -> float | None:
-        present = [steps[k] for k in kinds if k in steps and steps[k]["median_ratio"] > 0]
-        count = sum(e["num_steps"] for e in present)
-        if not count:
-            return None
-        return count / sum(e["median_ratio"] * e["num_steps"] for e in present)
+        present = [steps[k] for k in kinds if k in steps]
+        predicted = sum(e["predicted_s"] for e in present)
+        measured = sum(e["measured_s"] for e in present)
+        return measured / predicted if predicted > 0 and measured > 0 else None
 
-    memory, compute = factor(("decode",)), factor(("prefill", "mixed"))
-    if memory is None and compute is None:
+    decode, prefill = factor(("decode",)), factor(("prefill", "mixed"))
+    if decode is None and prefill is None:
         return None
-    return {"memory_factor": memory or compute, "compute_factor": compute or memory}
+    return {"decode_factor": decode or prefill, "prefill_factor": prefill or decode}
 
 
 REFERENCE_POINTS = 4
@@ -302,7 +354,12 @@ def max_step_tokens(sc: Scenario, load) -> int:
 
 
 def validate(name: str, sc: Scenario, profile: Profile, device: str = "cpu", tdp_w: float | None = None,
-             seed: int = 0, progress=None, check_speed: bool = True) -> Validation:
+             seed: int = 0, progress=None, check_speed: bool = True, repeats: int = 1) -> Validation:
+    """Serve sc on the real engine `repeats` times (identical workload each time) and compare the
+    simulator's prediction with the median of the runs (median_summary); with repeats > 1 the
+    runs' spread around it (run_spread) is the machine's own noise, a floor under any error."""
+    if repeats < 1:
+        raise InputError("--repeats", "", f"expected >= 1, got {repeats}")
     sc = in_profile_dtype(sc, profile)
     prep = prepare(sc, profile)
     predicted = run_scenario(sc, profile)
@@ -316,49 +373,66 @@ def validate(name: str, sc: Scenario, profile: Profile, device: str = "cpu", tdp
     runner.warm_shapes(min(max_step_tokens(sc, load), WARM_MAX_ROWS))
     probe = SpeedProbe(profile, device, seed) if check_speed else None
     speed_points = probe.measure("before") if probe is not None else []
-    meter = make_meter(runner.device.type, tdp_w=tdp_w)
-    try:
-        measured = serve(prep, runner, meter, seed=seed, progress=progress)
-    finally:
-        meter.close()
-    rows = compare(predicted.summary, measured.summary)
-    replay = replay_scenario(sc, profile, measured.replay_log())
-    def compare_at(memory_factor: float, compute_factor: float) -> list[dict]:
-        at = run_scenario(sc, at_time_factor(profile, memory_factor, compute_factor))
-        return compare(at.summary, measured.summary)
-
+    runs = []
+    for _ in range(repeats):
+        meter = make_meter(runner.device.type, tdp_w=tdp_w)
+        try:
+            runs.append(serve(prep, runner, meter, seed=seed, progress=progress))
+        finally:
+            meter.close()
+        if speed_points:  # after every run: the machine's speed sampled across all of them
+            speed_points += probe.measure("after")
+    measured = median_summary([r.summary for r in runs])
+    rows = compare(predicted.summary, measured)
+    replays = [replay_scenario(sc, profile, r.replay_log()) for r in runs]
+    replayed = median_summary([r.result.summary for r in replays])
     speed, at_speed_rows = None, None
     if speed_points:
-        speed = MachineSpeed(speed_points + probe.measure("after"))
-        at_speed_rows = compare_at(speed.memory_factor, speed.compute_factor)
-    steps = step_errors(measured.steps, prep.cost, measured.loop_s)
+        speed = MachineSpeed(speed_points)
+        at_speed = run_scenario(sc, at_time_factor(profile, speed.memory_factor, speed.compute_factor))
+        at_speed_rows = compare(at_speed.summary, measured)
+    steps = step_errors([s for r in runs for s in r.steps], prep.cost, [t for r in runs for t in r.loop_s])
     run_speed = run_speed_factors(steps)
-    run_speed_rows = run_speed and compare_at(run_speed["memory_factor"], run_speed["compute_factor"])
-    return Validation(name, sc, predicted, measured, rows,
-                      same_workload(predicted.recorder, measured.recorder, sc.workload.is_closed_loop),
-                      speed, at_speed_rows, steps, replay, compare(replay.result.summary, measured.summary),
-                      run_speed, run_speed_rows)
+    run_speed_rows = None
+    if run_speed:
+        again = prepare(sc, profile)
+        at_run_speed = run_prepared(again, KindScaledCost(again.cost, **run_speed))
+        run_speed_rows = compare(at_run_speed.summary, measured)
+    closed = sc.workload.is_closed_loop
+    return Validation(name, sc, predicted, runs, measured, rows,
+                      all(same_workload(predicted.recorder, r.recorder, closed) for r in runs),
+                      speed, at_speed_rows, steps, replays, compare(replayed, measured),
+                      run_speed, run_speed_rows,
+                      run_spread([r.summary for r in runs], measured) if repeats > 1 else None)
 
 
-def percent(value: float | None) -> str:
-    return "n/a" if value is None else f"{value * 100:+.1f}%"
+SPREAD = "run spread"
+
+
+def percent(value: float | None, spread: bool = False) -> str:
+    """A relative error as +x.x%; a spread (a distance either way) as ±x.x%."""
+    if value is None:
+        return "n/a"
+    return f"±{value * 100:.1f}%" if spread else f"{value * 100:+.1f}%"
 
 
 def format_rows(rows: list[dict], columns: list[tuple[str, list[dict]]] = ()) -> str:
     """The comparison table; each of columns (title, rows) adds the error of another prediction
     of the same measurement (Validation.columns: at the machine's speed, at the run's own speed,
-    the replay)."""
+    the replay) or the runs' spread."""
     def fmt(v: float | None, scale: float = 1.0) -> str:
         return "n/a" if v is None else f"{v * scale:.4g}"
 
+    widths = [max(10, len(title) + 2) for title, _ in columns]
     header = f"{'metric':<34}{'predicted':>12}{'measured':>12}{'error':>9}"
-    lines = [header + "".join(f"{title:>10}" for title, _ in columns)]
+    lines = [header + "".join(f"{title:>{w}}" for (title, _), w in zip(columns, widths))]
     for i, r in enumerate(rows):
         scale = 1e3 if r["metric"].split(".")[0].endswith("_s") else 1.0
         unit = " ms" if scale == 1e3 else ""
         line = (f"{r['metric'] + unit:<34}{fmt(r['predicted'], scale):>12}{fmt(r['measured'], scale):>12}"
                 f"{percent(r['rel_error']):>9}")
-        line += "".join(f"{percent(other[i]['rel_error']):>10}" for _, other in columns)
+        line += "".join(f"{percent(other[i]['rel_error'], title == SPREAD):>{w}}"
+                        for (title, other), w in zip(columns, widths))
         lines.append(line)
     return "\n".join(lines)
 
@@ -381,14 +455,19 @@ def format_diagnostics(v: Validation) -> str:
                      f"cost model {e['predicted_s']:.3f} s ({percent(e['rel_error'])}; median step ratio "
                      f"{e['median_ratio']:.3f})")
     if v.run_speed is not None:
-        lines.append(f"run speed: the run's own steps ran at {v.run_speed['memory_factor']:.3f}x (decode) and "
-                     f"{v.run_speed['compute_factor']:.3f}x (prefill/mixed) their cost-model time; 'run speed' "
-                     f"predicts with the machine at those speeds (taken from this run: what is left is the cost "
-                     f"model's form and the machine's moves within the run)")
-    if v.replay is not None:
-        lines.append(f"replay: the simulator fed each real step's measured time, loop included ({v.replay.num_steps} "
-                     f"steps, {v.replay.num_diverged} not the real engine's at that position): 'replay' is "
+        lines.append(f"run speed: the run's own steps took {v.run_speed['decode_factor']:.3f}x (decode) and "
+                     f"{v.run_speed['prefill_factor']:.3f}x (prefill/mixed) their cost-model time in sum; 'run "
+                     f"speed' predicts with every step scaled so (taken from this run: what is left is the cost "
+                     f"model's form across shapes and the machine's moves within the run)")
+    counts = v.replay_counts()
+    if counts is not None:
+        lines.append(f"replay: the simulator fed each real step's measured time, loop included ({counts['num_steps']} "
+                     f"steps, {counts['num_diverged']} not the real engine's at that position): 'replay' is "
                      f"what the policy and engine loop alone leave unexplained")
+    if v.spread_rows:
+        lines.append(f"repeats: the real engine served the identical workload {len(v.runs)} times; 'measured' is "
+                     f"their median and 'run spread' the farthest run from it: the machine's own run-to-run "
+                     f"noise, which no prediction can beat against a single run")
     return "\n".join(lines)
 
 

@@ -8,7 +8,10 @@
 The quick flags are `infercast simulate`'s. `--suite` runs the default validation suite (loads of
 30/60/80% of capacity, continuous and chunked batching, a time-scaled slice of the Azure trace,
 and a second model size). `--record` stores the comparison in the profile's provenance
-(`provenance.validation`), so reports and the dashboard show it.
+(`provenance.validation`), so reports and the dashboard show it. `--repeats N` serves each
+workload N times and compares with the median of the runs; the "run spread" column is the farthest
+run from that median, the machine's own noise (on a shared 2-vCPU VM the same workload's mean TPOT
+moved by up to half between two runs).
 
 Before and after each run a few of the profile's calibration points are timed again: the table's
 "at speed" column is the prediction at the speed the machine ran at then (a shared VM drifts),
@@ -42,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tdp-w", type=float, help="stated TDP for an estimated energy figure")
     parser.add_argument("--json", metavar="OUT", help="write every comparison here")
     parser.add_argument("--record", action="store_true", help="store the comparison in the profile")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="serve each workload this many times and compare with the median run "
+                             "(a shared machine measures differently each time; the 'run spread' "
+                             "column shows by how much): 3 on a cloud VM")
     parser.add_argument("--no-speed-check", action="store_true",
                         help="skip re-timing calibration points before and after each run")
     return parser
@@ -67,6 +74,8 @@ def validate_command(argv: list[str]) -> int:
     from sim.scenario import scenario_from_dict
 
     args, rest = build_parser().parse_known_args(argv)
+    if args.repeats < 1:
+        raise InputError("--repeats", "", f"expected >= 1, got {args.repeats}")
     profile = load_profile(args.profile)
     results = []
     for name, data in _scenarios(args, rest, profile):
@@ -74,8 +83,9 @@ def validate_command(argv: list[str]) -> int:
         print(f"== {name}: serving {scenario.workload.describe()} on {args.device} (real time) ...",
               flush=True)
         result = validate(name, scenario, profile, device=args.device, tdp_w=args.tdp_w,
-                          check_speed=not args.no_speed_check)
-        print(f"identical workload: {result.same_workload}; real engine wall time {result.measured.wall_s:.1f} s")
+                          check_speed=not args.no_speed_check, repeats=args.repeats)
+        runs = f" over {len(result.runs)} runs" if len(result.runs) > 1 else ""
+        print(f"identical workload: {result.same_workload}; real engine wall time {result.wall_s:.1f} s{runs}")
         print(format_rows(result.rows, result.columns()))
         print(format_diagnostics(result), flush=True)
         results.append(result)

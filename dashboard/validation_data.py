@@ -11,7 +11,9 @@ JSON files the user uploads (parsed with `json.loads` only, size-capped). One re
 measured values themselves, and are read as such. Where given, the errors of the prediction at the
 machine's measured speed ("comparison_at_machine_speed"), at the speed the run's own steps ran at
 ("comparison_at_run_speed") and of the replay (the simulator fed the real engine's step times,
-"comparison_of_replay") are shown beside. A file may hold one result, a
+"comparison_of_replay") are shown beside; a validation that served the workload several times
+("repeats", compared with the runs' median) gives the farthest run from that median ("run_spread"),
+the machine's own noise. A file may hold one result, a
 list of them, or {"results" | "runs" | "cases" | "validations": [...]}. Summaries have the
 simulator's summary shape, so predicted and measured compare field by field; the page shows errors
 as given and computes none.
@@ -108,6 +110,7 @@ def results_in(obj: Any, source: str) -> list[dict[str, Any]]:
              "errors": _errors(obj), "at_speed_errors": _row_errors(obj.get("comparison_at_machine_speed")),
              "run_speed_errors": _row_errors(obj.get("comparison_at_run_speed")),
              "replay_errors": _row_errors(obj.get("comparison_of_replay")),
+             "spread": _row_errors(obj.get("run_spread")), "repeats": obj.get("repeats"),
              "same_workload": obj.get("same_workload")}]
 
 
@@ -139,7 +142,7 @@ def from_upload(name: str, data: bytes) -> list[dict[str, Any]]:
 def comparison_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
     """metric, predicted, measured and the validation's own errors (if it gave them: of the
     prediction, of the prediction at the machine's speed and at the run's own speed, of the
-    replay), per metric."""
+    replay; the runs' spread), per metric."""
     rows = []
     for dotted, label in COMPARED + COMPARED_OTHER:
         predicted = get_path(result["predicted"], dotted)
@@ -150,5 +153,6 @@ def comparison_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
                      "relative error": _error_of(result.get("errors") or {}, dotted),
                      "at speed": _error_of(result.get("at_speed_errors") or {}, dotted),
                      "run speed": _error_of(result.get("run_speed_errors") or {}, dotted),
-                     "replay": _error_of(result.get("replay_errors") or {}, dotted)})
+                     "replay": _error_of(result.get("replay_errors") or {}, dotted),
+                     "run spread": _error_of(result.get("spread") or {}, dotted)})
     return rows

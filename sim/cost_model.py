@@ -28,7 +28,7 @@ time is exactly alpha + beta x j (`decode_line`): the engine advances many steps
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sim.errors import InputError
 from sim.model_spec import BYTES_PER_ELEMENT, ModelSpec
@@ -182,6 +182,35 @@ class CostModel:
 
     def decode_time(self, batch: int, context_tokens: int) -> float:
         return self.step_time(StepShape.for_decode(batch, batch * context_tokens))
+
+
+class KindScaledCost:
+    """A cost model whose decode-only steps take `decode_factor` times, and whose steps with
+    prefill tokens `prefill_factor` times, the base model's time (energy scaled alike). It brings a
+    cost model to the step times a real run measured, kind by kind, and keeps the relative form
+    across shapes: `calibrate validate`'s run-speed decomposition."""
+
+    closed_form_decode = True
+
+    def __init__(self, base: CostModel, decode_factor: float, prefill_factor: float) -> None:
+        for factor in (decode_factor, prefill_factor):
+            if not factor > 0 or not math.isfinite(factor):
+                raise ValueError(f"time factor must be a positive number, got {factor}")
+        self.base, self.decode_factor, self.prefill_factor = base, decode_factor, prefill_factor
+
+    def step_cost(self, shape: StepShape) -> StepCost:
+        step = self.base.step_cost(shape)
+        f = self.prefill_factor if shape.num_prefill_tokens else self.decode_factor
+        return replace(step, time_s=step.time_s * f, energy_j=step.energy_j * f)
+
+    def step_time(self, shape: StepShape) -> float:
+        return self.step_cost(shape).time_s
+
+    def decode_line(self, num_seqs: int, num_sampled: int, context_tokens_before: int
+                    ) -> tuple[float, float, float, float]:
+        alpha, beta, e_alpha, e_beta = self.base.decode_line(num_seqs, num_sampled, context_tokens_before)
+        f = self.decode_factor
+        return alpha * f, beta * f, e_alpha * f, e_beta * f
 
 
 def steps_within(alpha: float, beta: float, budget_s: float, max_steps: int) -> int:

@@ -19,6 +19,12 @@ def _profiles() -> list:
     return found
 
 
+def _percent(value: float | None, spread: bool = False) -> str:
+    if value is None:
+        return "n/a"
+    return f"±{value * 100:.1f} %" if spread else f"{value * 100:+.1f} %"
+
+
 def _show(result: dict) -> None:
     st.subheader(result["label"])
     same = {True: "; the same requests (ids, arrivals, lengths) in both", False: "; WARNING: the two runs did not "
@@ -35,9 +41,9 @@ def _show(result: dict) -> None:
                            for r in rows],
              "measured": [views.ms(r["measured"]) if r["key"].startswith("latency.") else views.number(r["measured"])
                           for r in rows]}
-    for column in ("relative error", "at speed", "run speed", "replay"):
+    for column in ("relative error", "at speed", "run speed", "replay", "run spread"):
         if any(r[column] is not None for r in rows):
-            table[column] = ["n/a" if r[column] is None else f"{r[column] * 100:+.1f} %" for r in rows]
+            table[column] = [_percent(r[column], spread=column == "run spread") for r in rows]
     st.dataframe(table, hide_index=True, width="stretch")
     if any(r["replay"] is not None for r in rows):
         st.caption("at speed: the prediction with the machine's memory and compute speed re-timed just before and "
@@ -45,6 +51,10 @@ def _show(result: dict) -> None:
                    "the run: what is left is the cost model's form and the machine's moves within the run). "
                    "replay: the simulator fed each real step's measured time; its error is what scheduling alone "
                    "leaves unexplained, the rest of the error lies in step times.")
+    if result.get("repeats") and result["repeats"] > 1:
+        st.caption(f"measured: the median of {result['repeats']} runs of the identical workload. run spread: the "
+                   "farthest run from that median, the machine's own run-to-run noise (what a perfect prediction "
+                   "would miss a single run by).")
 
 
 def main() -> None:

@@ -56,7 +56,7 @@ def test_real_engine_and_simulator_serve_the_identical_workload(tiny_profile, po
     profile = load_profile(tiny_profile)
     result = validate("ci", scenario_from_dict(scenario(tiny_profile, policy)), profile)
     assert result.same_workload
-    real, sim = result.measured.recorder.requests, result.predicted.recorder.requests
+    real, sim = result.runs[0].recorder.requests, result.predicted.recorder.requests
     assert [(r.request_id, r.arrival_s, r.prompt_tokens, r.output_tokens) for r in real] == \
            [(r.request_id, r.arrival_s, r.prompt_tokens, r.output_tokens) for r in sim]
     assert all(r.finish_s > r.first_token_s >= r.arrival_s for r in real)  # all served, for real
@@ -64,7 +64,7 @@ def test_real_engine_and_simulator_serve_the_identical_workload(tiny_profile, po
     # the diagnostics: every real step compared with the cost model, and the machine's speed
     kinds = [k for k in result.steps if k not in ("all", "loop")]
     assert sum(result.steps[k]["num_steps"] for k in kinds) == result.steps["all"]["num_steps"] \
-        == len(result.measured.steps) > 0
+        == len(result.runs[0].steps) > 0
     assert result.speed is not None and result.speed.factor > 0 and result.speed.after is not None
     assert len(result.at_speed_rows) == len(result.rows)
     # the run speed: the prediction at the speeds the run's own steps ran at
@@ -85,9 +85,10 @@ def test_real_engine_and_simulator_serve_the_identical_workload(tiny_profile, po
     # the same moments. (An arrival that lands while the real engine oversleeps can shift one step;
     # such steps are counted, and the means stay within a few percent.)
     loop = result.steps["loop"]
-    assert loop["num_steps"] == len(result.measured.steps) and 0 < loop["seconds"] < result.measured.wall_s
-    assert result.replay.num_logged == len(result.measured.steps)
-    assert result.replay.num_diverged <= 0.25 * result.replay.num_steps
+    assert loop["num_steps"] == len(result.runs[0].steps) and 0 < loop["seconds"] < result.wall_s
+    (replay,) = result.replays
+    assert replay.num_logged == len(result.runs[0].steps)
+    assert replay.num_diverged <= 0.25 * replay.num_steps
     replayed = {row["metric"]: row["rel_error"] for row in result.replay_rows}
     for metric in ("e2e_s.mean", "tpot_s.mean", "ttft_s.mean", "throughput.output_tokens_per_s"):
         assert abs(replayed[metric]) < 0.05, (metric, replayed[metric])
@@ -96,20 +97,49 @@ def test_real_engine_and_simulator_serve_the_identical_workload(tiny_profile, po
 def test_validate_cli_writes_json_and_records_in_the_profile(tiny_profile, tmp_path):
     out = tmp_path / "v.json"
     argv = ["--profile", str(tiny_profile), "--model", "tiny", "--rate", "30", "--input-tokens", "16",
-            "--output-tokens", "8", "--num-requests", "10", "--json", str(out), "--record"]
+            "--output-tokens", "8", "--num-requests", "10", "--json", str(out), "--record", "--repeats", "3"]
     assert validate_main(argv) == 0
     (entry,) = json.loads(out.read_text())
     assert entry["same_workload"] is True
+    # three runs of the identical workload: compared with their median, their spread around it shown
+    assert entry["repeats"] == 3 and len(entry["measured_runs"]) == 3
+    runs = [r["latency"]["e2e_s"]["mean"] for r in entry["measured_runs"]]
+    assert entry["measured"]["latency"]["e2e_s"]["mean"] == sorted(runs)[1]
+    spread = {row["metric"]: row["rel_error"] for row in entry["run_spread"]}
+    median = entry["measured"]["latency"]["e2e_s"]["mean"]
+    assert spread["e2e_s.mean"] == pytest.approx(max(abs(r - median) for r in runs) / median)
+    assert entry["replay"]["num_logged"] == entry["steps"]["all"]["num_steps"]  # every run's steps, replayed
     assert {row["metric"] for row in entry["comparison"]} >= {"ttft_s.mean", "e2e_s.p99",
                                                              "throughput.requests_per_s"}
     recorded = load_profile(tiny_profile).provenance["validation"]
     assert recorded[0]["same_workload"] is True and recorded[0]["comparison"]
+    assert recorded[0]["repeats"] == 3 and recorded[0]["run_spread"] and "measured_runs" not in recorded[0]
 
 
-def test_validate_cli_bad_input_is_one_line_exit_2(tiny_profile, capsys):
-    assert validate_main(["--profile", str(tiny_profile), "--model", "nope", "--rate", "1"]) == 2
+@pytest.mark.parametrize("flags, named", [(["--model", "nope"], "--model"), (["--repeats", "0"], "--repeats")])
+def test_validate_cli_bad_input_is_one_line_exit_2(tiny_profile, capsys, flags, named):
+    assert validate_main(["--profile", str(tiny_profile), "--model", "tiny", "--rate", "1", *flags]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--model" in err[0]
+    assert len(err) == 1 and named in err[0]
+
+
+def test_median_summary_and_run_spread():
+    from calibrate.validate import median_summary, run_spread
+
+    def summary(e2e: float, joules: float | None) -> dict:
+        lat = {name: {stat: e2e for stat in ("mean", "p50", "p90", "p99")} for name in ("ttft_s", "tpot_s", "itl_s", "e2e_s")}
+        return {"latency": lat, "throughput": {"requests_per_s": 1 / e2e, "output_tokens_per_s": 10 / e2e},
+                "energy": {"joules": joules, "j_per_output_token": joules and joules / 10, "source": "estimated"}}
+
+    runs = [summary(1.0, 5.0), summary(1.5, None), summary(0.8, 7.0)]
+    median = median_summary(runs)
+    assert median["latency"]["e2e_s"]["mean"] == 1.0 and median["throughput"]["requests_per_s"] == 1.0
+    assert median["energy"]["joules"] == 6.0 and median["energy"]["source"] == "estimated"  # runs that have it
+    spread = {row["metric"]: row["rel_error"] for row in run_spread(runs, median)}
+    assert spread["e2e_s.mean"] == pytest.approx(0.5)  # the 1.5 s run, 50% off the median
+    assert spread["throughput.requests_per_s"] == pytest.approx(1 / 3)  # 1/1.5 against 1.0
+    assert spread["energy.j_per_output_token"] == pytest.approx(1 / 6)
+    assert median_summary([summary(2.0, None)]) == summary(2.0, None)  # one run is its own median
 
 
 def test_step_errors_compare_each_real_step_with_the_cost_model(tiny_profile):
@@ -129,12 +159,13 @@ def test_step_errors_compare_each_real_step_with_the_cost_model(tiny_profile):
     assert e["prefill"]["rel_error"] == pytest.approx(0.0) and e["mixed"]["median_ratio"] == pytest.approx(2.0)
     assert e["all"]["num_steps"] == 4
     assert e["all"]["measured_s"] == pytest.approx(sum(s for _, s in steps))
-    # the run's own speed: decode steps took 2x their cost-model time (memory), the prefill 1x and
-    # the mixed step 0.5x (compute: their count-weighted ratio 1.5 is a time factor of 1/1.5)
-    assert run_speed_factors(e) == pytest.approx({"memory_factor": 2.0, "compute_factor": 1 / 1.5})
+    # the run's own speed: decode steps took 2x their cost-model time; the prefill 1x and the mixed
+    # step 0.5x, together their measured seconds over their cost-model seconds
+    p, m = cost.step_time(prefill), cost.step_time(mixed)
+    assert run_speed_factors(e) == pytest.approx({"decode_factor": 2.0, "prefill_factor": (p + 0.5 * m) / (p + m)})
     # a run of one kind lends its factor to the other; no steps, no factors
     only_decode = step_errors(steps[:2], cost, [])
-    assert run_speed_factors(only_decode) == pytest.approx({"memory_factor": 2.0, "compute_factor": 2.0})
+    assert run_speed_factors(only_decode) == pytest.approx({"decode_factor": 2.0, "prefill_factor": 2.0})
     assert run_speed_factors({}) is None
 
 

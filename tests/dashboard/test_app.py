@@ -304,13 +304,15 @@ def test_a_validation_recorded_in_a_profile_is_read_from_its_comparison_rows():
         {"metric": "throughput.output_tokens_per_s", "predicted": 50.0, "measured": 40.0, "rel_error": 0.25}],
         "comparison_of_replay": [{"metric": "ttft_s.p50", "predicted": 0.1, "measured": 0.1, "rel_error": 0.0}],
         "comparison_at_run_speed": [{"metric": "ttft_s.p50", "predicted": 0.098, "measured": 0.1,
-                                     "rel_error": -0.02}]}
+                                     "rel_error": -0.02}],
+        "repeats": 3, "run_spread": [{"metric": "ttft_s.p50", "predicted": None, "measured": 0.1, "rel_error": 0.07}]}
     (result,) = validation_data.results_in([recorded], "profile")
     rows = {r["key"]: r for r in validation_data.comparison_rows(result)}
     assert rows["latency.ttft_s.p50"]["predicted"] == 0.09 and rows["latency.ttft_s.p50"]["measured"] == 0.1
     assert rows["latency.ttft_s.p50"]["relative error"] == -0.1 and rows["latency.ttft_s.p50"]["replay"] == 0.0
     assert rows["throughput.output_tokens_per_s"]["measured"] == 40.0
     assert rows["latency.ttft_s.p50"]["run speed"] == -0.02
+    assert rows["latency.ttft_s.p50"]["run spread"] == 0.07 and result["repeats"] == 3
     assert rows["throughput.output_tokens_per_s"]["replay"] is None
     shipped = validation_data.from_profiles([load_profile("amd-epyc-2vcpu-cpu")])
     assert len(shipped) >= 1 and all(validation_data.comparison_rows(r) for r in shipped)

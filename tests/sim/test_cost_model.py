@@ -91,3 +91,22 @@ def test_a_machine_at_time_factor_takes_that_much_longer_for_every_step(toy_prof
         a, b = base.step_cost(shape), moved.step_cost(shape)
         assert (b.weights_s, b.kv_s) == pytest.approx((2 * a.weights_s, 2 * a.kv_s), rel=1e-12)
         assert (b.matmul_s, b.overhead_s) == pytest.approx((1.5 * a.matmul_s, 1.5 * a.overhead_s), rel=1e-12)
+
+
+def test_kind_scaled_cost_scales_decode_and_prefill_steps_apart(toy_profile):
+    from sim.cost_model import KindScaledCost, line_total
+
+    base = CostModel(get_preset("llama-3-8b"), toy_profile)
+    scaled = KindScaledCost(base, 0.8, 1.3)
+    decode, prefill = StepShape.for_decode(4, 4 * 700), StepShape.for_prefill([512])
+    mixed = StepPlan(prefill=(PrefillChunk(1, 0, 300, True),), decode_ids=(2, 3), decode_context_tokens=900).shape()
+    assert scaled.step_time(decode) == pytest.approx(0.8 * base.step_time(decode), rel=1e-12)
+    for shape in (prefill, mixed):  # any step with prefill tokens
+        a, b = base.step_cost(shape), scaled.step_cost(shape)
+        assert (b.time_s, b.energy_j) == pytest.approx((1.3 * a.time_s, 1.3 * a.energy_j), rel=1e-12)
+    # the closed-form decode run the simulator advances in one go is scaled as its steps are
+    alpha, beta, _, _ = scaled.decode_line(4, 4, 4 * 699)
+    steps = [scaled.step_time(StepShape.for_decode(4, 4 * (699 + j))) for j in range(5)]
+    assert line_total(alpha, beta, 5) == pytest.approx(sum(steps), rel=1e-9)
+    with pytest.raises(ValueError):
+        KindScaledCost(base, 1.0, float("nan"))
