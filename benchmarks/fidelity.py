@@ -63,7 +63,8 @@ def main() -> None:
         table.append((name, result))
         dump.append(result.to_dict())
     cols = MEAN_METRICS + TAIL_METRICS
-    heads = "".join(f"{c.replace('_s', '').replace('throughput.', ''):>16}" for c in cols)
+    labels = {"throughput.output_tokens_per_s": "tokens/s"}
+    heads = "".join(f"{labels.get(c, c.replace('_s', '')):>16}" for c in cols)
     against = "the median of the runs" if args.repeat > 1 else "the run"
     error_of = f"relative error against {against}, (predicted - measured) / measured, of"
     for title, rows_of in ((f"{error_of} the profile as calibrated", lambda r: r.rows),
@@ -84,13 +85,15 @@ def main() -> None:
             steps = percent(r.steps.get("all", {}).get("rel_error"))
             spread = rows_of(r) is r.spread_rows
             print(f"{name:<56}{speed:>7}{steps:>8}" + "".join(f"{percent(errors.get(c), spread):>16}" for c in cols))
+    print()
     for title, rows_of in (("the profile as calibrated", lambda r: r.rows),
                            ("at the machine's speed", lambda r: r.at_speed_rows),
                            ("at the run's own speed", lambda r: r.run_speed_rows)):
-        print(f"\ntargets, {title}: " + "; ".join(
-            f"{label} within {bound:.0%} in {hits} of {total} cells" for label, bound, hits, total in (
-                (label, bound, *within(table, rows_of, metrics, bound))
-                for label, metrics, bound in (("means", MEAN_METRICS, 0.05), ("p99s", TAIL_METRICS, 0.10)))))
+        parts = []
+        for label, metrics, bound in (("means", MEAN_METRICS, 0.05), ("p99s", TAIL_METRICS, 0.10)):
+            hits, total = within(table, rows_of, metrics, bound)
+            parts.append(f"{label} within {bound:.0%} in {hits} of {total} cells")
+        print(f"targets, {title}: " + "; ".join(parts))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(dump, fh, indent=1, default=str)
