@@ -13,7 +13,7 @@ workload N times and compares with the median of the runs; the "run spread" colu
 run from that median, the machine's own noise (on a shared 2-vCPU VM the same workload's mean TPOT
 moved by up to half between two runs).
 
-Before and after each run a few of the profile's calibration points are timed again: the table's
+Before the first run and after each a few of the profile's calibration points are timed again: the table's
 "at speed" column is the prediction at the speed the machine ran at then (a shared VM drifts),
 the step lines compare every real step with the cost model, the "run speed" column is the
 prediction at the speed the run's own steps ran at (a decomposition, not a prediction), and the

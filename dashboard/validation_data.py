@@ -110,7 +110,7 @@ def results_in(obj: Any, source: str) -> list[dict[str, Any]]:
              "errors": _errors(obj), "at_speed_errors": _row_errors(obj.get("comparison_at_machine_speed")),
              "run_speed_errors": _row_errors(obj.get("comparison_at_run_speed")),
              "replay_errors": _row_errors(obj.get("comparison_of_replay")),
-             "spread": _row_errors(obj.get("run_spread")), "repeats": obj.get("repeats"),
+             "spread_errors": _row_errors(obj.get("run_spread")), "repeats": obj.get("repeats"),
              "same_workload": obj.get("same_workload")}]
 
 
@@ -154,5 +154,5 @@ def comparison_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
                      "at speed": _error_of(result.get("at_speed_errors") or {}, dotted),
                      "run speed": _error_of(result.get("run_speed_errors") or {}, dotted),
                      "replay": _error_of(result.get("replay_errors") or {}, dotted),
-                     "run spread": _error_of(result.get("spread") or {}, dotted)})
+                     "run spread": _error_of(result.get("spread_errors") or {}, dotted)})
     return rows

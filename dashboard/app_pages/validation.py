@@ -46,8 +46,8 @@ def _show(result: dict) -> None:
             table[column] = [_percent(r[column], spread=column == "run spread") for r in rows]
     st.dataframe(table, hide_index=True, width="stretch")
     if any(r["replay"] is not None for r in rows):
-        st.caption("at speed: the prediction with the machine's memory and compute speed re-timed just before and "
-                   "after the run. run speed: the prediction at the speeds the run's own steps ran at (taken from "
+        st.caption("at speed: the prediction with the machine's memory and compute speed re-timed before the first "
+                   "run and after each. run speed: the prediction at the speeds the run's own steps ran at (taken from "
                    "the run: what is left is the cost model's form and the machine's moves within the run). "
                    "replay: the simulator fed each real step's measured time; its error is what scheduling alone "
                    "leaves unexplained, the rest of the error lies in step times.")
