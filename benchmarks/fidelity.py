@@ -77,13 +77,13 @@ def main() -> None:
                             "own noise: a perfect prediction's error against a single run)", lambda r: r.spread_rows)):
         if not any(rows_of(r) for _, r in table):
             continue
+        spread = title.startswith("run spread")
         print(f"\n{title}")
         print(f"{'case':<56}{'speed':>7}{'steps':>8}" + heads)
         for name, r in table:
             errors = {row["metric"]: row["rel_error"] for row in rows_of(r) or []}
             speed = "n/a" if r.speed is None else f"{r.speed.factor:.2f}x"
             steps = percent(r.steps.get("all", {}).get("rel_error"))
-            spread = rows_of(r) is r.spread_rows
             print(f"{name:<56}{speed:>7}{steps:>8}" + "".join(f"{percent(errors.get(c), spread):>16}" for c in cols))
     print()
     for title, rows_of in (("the profile as calibrated", lambda r: r.rows),

@@ -6,9 +6,9 @@ pass: the tokens of all prefill chunks and all decodes are packed together, so e
 runs one GEMM over [step tokens, hidden]; attention runs per prefill chunk (causal, offset by the
 chunk's cached prefix) and, for decodes, per run of contiguous cache slots (batched, each sequence
 masked to its own context, K/V read in place from the cache; a run whose contexts differ widely
-is split where the padded K/V saved outweighs one more call, `split_padding`). Logits are computed only for rows
-that sample (a chunk reaching its request's last known token, and every decode); sampling is
-greedy (argmax) and the token is appended to the request's known tokens.
+is split where the padded K/V saved outweighs one more call, `split_padding`). Logits are
+computed only for rows that sample (a chunk reaching its request's last known token, and every
+decode); sampling is greedy (argmax) and the token is appended to the request's known tokens.
 
 Padding (`plan.num_padding_seqs`, static batching) is executed as dummy decode rows: they go
 through every linear layer like real rows and attend to a scratch cache slot at the padding's mean
@@ -58,6 +58,8 @@ class Runner:
                              f"max_position_embeddings {spec.max_position_embeddings}")
         self.spec = spec
         self.device = resolve_device(device)
+        self._decode_call_positions = (DECODE_CALL_POSITIONS_CPU if self.device.type == "cpu"
+                                       else DECODE_CALL_POSITIONS_OTHER)
         self.model = Transformer(spec, dtype, self.device, seed, max_seq_len).eval()
         if checkpoint is not None:
             load_safetensors(self.model, checkpoint)
@@ -263,10 +265,8 @@ class Runner:
                       else [begin + chunk.num_tokens - 1] if chunk.is_sampling else [])
             out_rows += wanted
             row_ids += [rid] * len(wanted)
-        runs = _slot_runs(sorted((self.cache.slot_of(r), r) for r in plan.decode_ids))
-        for run in (piece for whole in runs for piece in self._split_by_context(whole)):
+        for run, contexts in self._decode_pieces(plan.decode_ids):
             begin = len(ids)
-            contexts = [self._num_computed[rid] + 1 for _, rid in run]
             ids += [self._tokens[rid][-1] for _, rid in run]
             positions += [c - 1 for c in contexts]
             slots += [slot for slot, _ in run]
@@ -298,15 +298,15 @@ class Runner:
         queries = torch.arange(start, context, device=self.device)
         return SeqSpan(begin, num_tokens, slot, context, True, keys[None, :] <= queries[:, None])
 
-    def _split_by_context(self, run: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
-        """A run of consecutive slots in pieces that each attend together (see split_padding)."""
-        contexts = [self._num_computed[rid] + 1 for _, rid in run]
-        call = DECODE_CALL_POSITIONS_CPU if self.device.type == "cpu" else DECODE_CALL_POSITIONS_OTHER
-        pieces, begin = [], 0
-        for length in split_padding(contexts, call):
-            pieces.append(run[begin:begin + length])
-            begin += length
-        return pieces
+    def _decode_pieces(self, decode_ids: Sequence[int]):
+        """The decodes as runs of consecutive slots, each split where the padding saved outweighs
+        one more attention call (split_padding): (slot, request id) pairs and contexts per piece."""
+        for run in _slot_runs(sorted((self.cache.slot_of(r), r) for r in decode_ids)):
+            contexts = [self._num_computed[rid] + 1 for _, rid in run]
+            begin = 0
+            for length in split_padding(contexts, self._decode_call_positions):
+                yield run[begin:begin + length], contexts[begin:begin + length]
+                begin += length
 
     def _decode_run(self, begin: int, slot_begin: int, contexts: list[int]) -> DecodeRun:
         longest = max(contexts)
