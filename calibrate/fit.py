@@ -6,8 +6,8 @@ What is fitted (see `sim.cost_model` for the form; it is evaluated, never re-imp
     log tokens by the cost model, flat beyond its ends);
   * memory_efficiency: fraction of the measured stream bandwidth reached reading weights and KV;
   * attention_efficiency: fraction of peak FLOP/s reached by attention's (query, key) pairs;
-  * step_overhead_s, layer_overhead_s, sequence_overhead_s: fixed costs per step, per decoder layer
-    and per sequence;
+  * step_overhead_s, layer_overhead_s, sequence_overhead_s, sequence_layer_overhead_s: fixed costs
+    per step, per decoder layer, per sequence and per sequence per layer (an attention call);
   * where `sim.profile.CostParams` has them (proposed extensions): kv_memory_efficiency (bandwidth
     fraction of decode attention's KV reads) and matmul_width_exponent (GEMM efficiency growing
     with the model's width; needs points of two widths).
@@ -18,8 +18,9 @@ step weighs as much as a 2 s prefill), with bounds (efficiencies in (0, 1.5], ov
 weak smoothness penalty on the curve (second differences of log efficiency in log tokens) so knots
 between measured token counts are interpolated rather than left at their start value. Several
 starts (memory-bound and compute-bound) guard against the local minima of the roofline's max().
-If the measured models all have the same number of layers, step and layer overhead cannot be told
-apart: layer_overhead_s is then fixed to 0 and the fit says so (`fit.layer_overhead`).
+If the measured models all have the same number of layers, step and layer overhead (and sequence
+and sequence-layer overhead) cannot be told apart: layer_overhead_s and sequence_layer_overhead_s
+are then fixed to 0 and the fit says so (`fit.layer_overhead`).
 
 Input and output are profile documents (plain dicts, the JSON of `profiles/*.json`): the
 measurements (points + model specs) go in, the `cost_model` section and each point's
@@ -74,7 +75,8 @@ def spec_from_dict(data: dict) -> ModelSpec:
 # calibration report) are fitted only where sim.profile.CostParams has them.
 EFFICIENCIES = ("memory_efficiency", "attention_efficiency")
 OPTIONAL_EFFICIENCIES = ("kv_memory_efficiency",)
-OVERHEADS = ("step_overhead_s", "sequence_overhead_s", "layer_overhead_s")
+OVERHEADS = ("step_overhead_s", "sequence_overhead_s", "layer_overhead_s",
+             "sequence_layer_overhead_s")  # the last two need models of two layer counts
 WIDTH_EXPONENT = "matmul_width_exponent"  # optional: efficiency x min(1, (hidden/ref)^exponent)
 
 
@@ -118,6 +120,7 @@ class _Problem:
         values = {name: float(math.exp(v)) for name, v in zip(self.efficiencies, x[k:k + n_eff])}
         values |= {name: float(v) * scale for (name, scale, _), v in zip(self.linear, x[k + n_eff:])}
         values.setdefault("layer_overhead_s", 0.0)
+        values.setdefault("sequence_layer_overhead_s", 0.0)
         return dataclasses.replace(self.base.cost, matmul_efficiency=max(e for _, e in curve),
                                    matmul_half_tokens=_half_tokens(curve),
                                    matmul_efficiency_curve=curve, **values)
@@ -150,7 +153,8 @@ class _Problem:
         starts = {"memory_efficiency": mem_eff, "attention_efficiency": attn_eff}
         log_eff = [math.log(starts.get(name, mem_eff / 2)) for name in self.efficiencies]
         linear = {"step_overhead_s": overhead_ms, "sequence_overhead_s": overhead_ms / 100.0,
-                  "layer_overhead_s": overhead_ms / 10.0, WIDTH_EXPONENT: 0.2}
+                  "layer_overhead_s": overhead_ms / 10.0,
+                  "sequence_layer_overhead_s": overhead_ms / 1000.0, WIDTH_EXPONENT: 0.2}
         return np.array(log_curve + log_eff + [linear[name] for name, _, _ in self.linear])
 
 
@@ -266,7 +270,8 @@ def fit_quality(points: list[dict], rel: np.ndarray, result: Any, knots: list[in
         "curve_knots": knots,
         "layer_overhead": "fitted" if fit_layer else
                           "fixed at 0: all measured models have the same layer count, so per-layer "
-                          "and per-step overhead are not separable (step_overhead_s holds both)",
+                          "and per-step overhead are not separable (step_overhead_s holds both; "
+                          "sequence_overhead_s holds the per-sequence-per-layer part)",
         "optimizer": {"status": int(result.status), "nfev": int(result.nfev),
                       "cost": float(result.cost)},
     }

@@ -5,8 +5,9 @@ Modelled: an engine iteration exactly as the simulator's scheduler emits it. Eac
 pass: the tokens of all prefill chunks and all decodes are packed together, so every linear layer
 runs one GEMM over [step tokens, hidden]; attention runs per prefill chunk (causal, offset by the
 chunk's cached prefix) and, for decodes, per run of contiguous cache slots (batched, each sequence
-masked to its own context, K/V read in place from the cache; a run whose contexts differ widely
-is split where the padded K/V saved outweighs one more call, `split_padding`). Logits are
+masked to its own context, K/V read in place from the cache; a run whose contexts differ is split
+where the padded K/V saved outweighs one more call, `split_padding`; on a CPU every decode attends
+alone, so attention costs a call per sequence plus its own context, the cost model's form). Logits are
 computed only for rows that sample (a chunk reaching its request's last known token, and every
 decode); sampling is greedy (argmax) and the token is appended to the request's known tokens.
 
@@ -300,8 +301,14 @@ class Runner:
 
     def _decode_pieces(self, decode_ids: Sequence[int]):
         """The decodes as runs of consecutive slots, each split where the padding saved outweighs
-        one more attention call (split_padding): (slot, request id) pairs and contexts per piece."""
-        for run in _slot_runs(sorted((self.cache.slot_of(r), r) for r in decode_ids)):
+        one more attention call (split_padding), or one by one where the device's call_positions
+        is None: (slot, request id) pairs and contexts per piece."""
+        pairs = sorted((self.cache.slot_of(r), r) for r in decode_ids)
+        if self._decode_call_positions is None:
+            for pair in pairs:
+                yield [pair], [self._num_computed[pair[1]] + 1]
+            return
+        for run in _slot_runs(pairs):
             contexts = [self._num_computed[rid] + 1 for _, rid in run]
             begin = 0
             for length in split_padding(contexts, self._decode_call_positions):
@@ -354,25 +361,33 @@ class Runner:
 
 # Padded context positions one more attention call is worth. A run of decodes attends in one call
 # with every sequence padded to the run's longest context, so mixed lengths read K/V that is masked
-# away. On the AMD EPYC CPU a bf16 decode attention call cost ~20 us plus ~0.08 us per (sequence,
-# position) of llama-small-150m: one call ~ 256 positions. A GPU reads a position in nanoseconds
-# against microseconds per launch: it rarely pays to split there.
-DECODE_CALL_POSITIONS_CPU = 256
+# away. On the AMD EPYC CPU a bf16 decode attention call cost ~20 us plus ~0.09 us per (sequence,
+# position) of llama-small-150m, yet a batch of 8 contexts spread over 150-650 ran its step fastest
+# with every sequence alone (0.91x one padded call, 0.94x split at 256 positions); and a padded or
+# split step is one the cost model cannot see, since (sequences, context tokens) do not say how much
+# was padded: served, such steps took 1.14x their cost-model time where unpadded single calls took
+# 1.0x. So on a CPU (None) every decode attends alone, in calibration as in serving: a step's
+# attention is a call per sequence plus its own K/V, linear in both, the cost model's form
+# (sequence_layer_overhead_s). A GPU reads a position in nanoseconds against microseconds per
+# launch: it rarely pays to split there.
+DECODE_CALL_POSITIONS_CPU: int | None = None
 DECODE_CALL_POSITIONS_OTHER = 16384
 
 
 def split_padding(contexts: list[int], call_positions: int) -> list[int]:
     """Lengths of consecutive pieces of a decode run that minimise the attention work: each piece
     costs call_positions plus its size x its longest context (the padded K/V it reads); exact
-    dynamic programming over the split points (a run has at most max_num_seqs decodes)."""
+    dynamic programming over the split points (a run has at most max_num_seqs decodes). Of equal
+    costs the fewest pieces win, so call_positions 0 splits exactly where padding would be read."""
     n = len(contexts)
-    best = [0.0] + [math.inf] * n  # best[i]: the cheapest split of the first i
+    best = [(0, 0)] + [(math.inf, 0)] * n  # best[i]: (work, pieces) of the cheapest split of the first i
     cut = [0] * (n + 1)
     for end in range(1, n + 1):
         longest = 0
         for start in range(end - 1, -1, -1):
             longest = max(longest, contexts[start])
-            cost = best[start] + call_positions + (end - start) * longest
+            work, pieces = best[start]
+            cost = (work + call_positions + (end - start) * longest, pieces + 1)
             if cost < best[end]:
                 best[end], cut[end] = cost, start
     lengths, end = [], n

@@ -12,7 +12,9 @@ Modelled, per device of a TP group (weights, heads and KV heads split TP ways):
     context token read once, at kv_memory_efficiency of the bandwidth where the profile gives one
     (attention kernels gather KV per head; they often stream slower than weight GEMMs); bound by
     the slower of the two: t_attn = max(t_flops, t_kv).
-  * fixed overheads: per step, per layer (kernel launches / Python), per sequence (metadata).
+  * fixed overheads: per step, per layer (kernel launches / Python), per sequence (metadata), and
+    per sequence per layer (each sequence's attention is a call of its own: a CPU engine's
+    scaled_dot_product_attention per decode, a GPU's per-sequence work partition).
   * tensor parallelism: two all-reduces of the step's activations per layer over the interconnect
     (ring: 2 (tp-1)/tp x bytes / bandwidth + latency each).
   * MoE: every token runs top-k experts; the step reads the expected number of distinct experts.
@@ -116,6 +118,8 @@ class CostModel:
         act_bytes = BYTES_PER_ELEMENT[compute_dtype if compute_dtype != "fp8" else "bf16"]
         self._allreduce_bytes_per_token = model.hidden_size * act_bytes
         self._fixed_overhead_s = params.step_overhead_s + params.layer_overhead_s * model.num_layers
+        self._seq_overhead_s = (params.sequence_overhead_s
+                                + params.sequence_layer_overhead_s * model.num_layers)
         power = profile.power
         self._decode_w = power.decode_w * tp
         self._compute_extra_w = (power.prefill_w - power.decode_w) * tp
@@ -153,7 +157,7 @@ class CostModel:
         attn_s = self._attn_s_per_pair * shape.attention_pairs
         kv_s = self._kv_s_per_token * shape.context_tokens
         comm_s = self._comm_s(shape.num_tokens)
-        overhead_s = self._fixed_overhead_s + self.params.sequence_overhead_s * shape.num_seqs
+        overhead_s = self._fixed_overhead_s + self._seq_overhead_s * shape.num_seqs
         time_s = overhead_s + max(matmul_s, weights_s) + max(attn_s, kv_s) + comm_s
         energy_j = self._decode_w * time_s + self._compute_extra_w * (matmul_s + attn_s)
         return StepCost(time_s, energy_j, matmul_s, weights_s, attn_s, kv_s, comm_s, overhead_s)
@@ -168,7 +172,7 @@ class CostModel:
         matmul_s, weights_s = self._linear_parts(num_seqs, num_sampled)
         ctx0 = context_tokens_before + num_seqs
         per_tok = self._attn_or_kv_s_per_token
-        alpha = (self._fixed_overhead_s + self.params.sequence_overhead_s * num_seqs
+        alpha = (self._fixed_overhead_s + self._seq_overhead_s * num_seqs
                  + max(matmul_s, weights_s) + self._comm_s(num_seqs) + per_tok * ctx0)
         beta = per_tok * num_seqs
         attn0 = self._attn_s_per_pair * ctx0

@@ -69,6 +69,9 @@ class CostParams:
     fit: dict[str, Any] | None = None
     kv_memory_efficiency: float | None = None  # KV reads, if they stream slower than weights
     matmul_width_exponent: float = 0.0  # narrower matrices reach less: x min(1, (hidden/4096)^e)
+    # per sequence per decoder layer: each sequence's attention is its own call (kernel launch or,
+    # on a CPU, one scaled_dot_product_attention of ~20 us), so it grows with both
+    sequence_layer_overhead_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -247,6 +250,8 @@ def profile_from_dict(data: Any, where: str) -> Profile:
                               if cm.get("kv_memory_efficiency") is not None else None),
         matmul_width_exponent=r.number(cm, "matmul_width_exponent", p, strict=False, maximum=4.0,
                                        default=0.0),
+        sequence_layer_overhead_s=r.number(cm, "sequence_layer_overhead_s", p, strict=False,
+                                           default=0.0),
     )
 
     pw = r.section(data, "power")
@@ -293,7 +298,8 @@ def at_time_factor(profile: Profile, memory_factor: float, compute_factor: float
                      peak_flops={k: v / compute_factor for k, v in dev.peak_flops.items()}, interconnect=link)
     cost = replace(cost, step_overhead_s=cost.step_overhead_s * compute_factor,
                    layer_overhead_s=cost.layer_overhead_s * compute_factor,
-                   sequence_overhead_s=cost.sequence_overhead_s * compute_factor)
+                   sequence_overhead_s=cost.sequence_overhead_s * compute_factor,
+                   sequence_layer_overhead_s=cost.sequence_layer_overhead_s * compute_factor)
     return replace(profile, device=device, cost=cost)
 
 

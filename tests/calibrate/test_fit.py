@@ -21,7 +21,7 @@ TRUE_CURVE = [[1, 0.04], [2, 0.07], [4, 0.12], [8, 0.2], [16, 0.3], [32, 0.42], 
               [128, 0.66], [256, 0.72], [512, 0.76], [1024, 0.78], [2048, 0.78]]
 TRUE = {"memory_efficiency": 0.62, "kv_memory_efficiency": 0.3, "attention_efficiency": 0.18,
         "step_overhead_s": 4e-4,
-        "layer_overhead_s": 1.5e-4, "sequence_overhead_s": 3e-5}
+        "layer_overhead_s": 1.5e-4, "sequence_overhead_s": 3e-5, "sequence_layer_overhead_s": 2e-5}
 
 
 def _document(specs: list[ModelSpec]) -> dict:
@@ -90,6 +90,7 @@ def test_fit_recovers_known_parameters(two_models: list[ModelSpec]) -> None:
     truth, fit = profile_from_dict(_truth(two_models), "truth"), profile_from_dict(fitted, "fitted")
     for spec in two_models:
         for shape in (StepShape.for_decode(3, 3 * 900), StepShape.for_decode(6, 6 * 1500),
+                      StepShape.for_decode(16, 16 * 300),
                       StepShape.for_prefill([100, 40]), StepShape.for_prefill([700])):
             assert CostModel(spec, fit).step_time(shape) == pytest.approx(
                 CostModel(spec, truth).step_time(shape), rel=0.02), (spec.name, shape)
@@ -108,7 +109,7 @@ def test_single_model_folds_layer_overhead_into_step_overhead(two_models: list[M
     document["measurements"]["points"] = synthetic_points([spec], _truth([spec]))
     fitted = fit_profile(document)
     cm = fitted["cost_model"]
-    assert cm["layer_overhead_s"] == 0.0
+    assert cm["layer_overhead_s"] == 0.0 and cm["sequence_layer_overhead_s"] == 0.0
     assert "not separable" in cm["fit"]["layer_overhead"]
     # (with one model the fixed overhead trades off against the small-batch knots, so only the
     # predictions, not the split, are pinned down)

@@ -162,7 +162,8 @@ def test_batched_decode_logits_equal_single_decodes() -> None:
 
 def test_a_decode_run_of_mixed_contexts_attends_in_pieces_with_the_same_logits(monkeypatch) -> None:
     """Decodes of consecutive slots attend in one call padded to the longest context; a run whose
-    contexts differ widely is split where the padding saved outweighs a call. Same logits."""
+    contexts differ widely is split where the padding saved outweighs a call; on a CPU each decode
+    attends alone. Same logits."""
     from calibrate import runner as runner_module
     from calibrate.runner import split_padding
 
@@ -170,9 +171,12 @@ def test_a_decode_run_of_mixed_contexts_attends_in_pieces_with_the_same_logits(m
     assert split_padding([300, 310, 290], 256) == [3]  # alike: one call
     assert split_padding([50, 2000, 60], 256) == [1, 1, 1]
     assert split_padding([5], 256) == [1] and split_padding([], 256) == []
+    # 0: any padding splits, while equal contexts still share one call
+    assert split_padding([300, 300, 301, 301, 300], 0) == [2, 2, 1]
+    assert split_padding([7, 7, 7], 0) == [3]
     prompts = {1: prompt(200, 1), 2: prompt(6, 2), 3: prompt(9, 3)}  # slots 0, 1, 2: one run
 
-    def logits(call_positions: int) -> dict:
+    def logits(call_positions: int | None) -> dict:
         monkeypatch.setattr(runner_module, "DECODE_CALL_POSITIONS_CPU", call_positions)
         r = runner(max_seq_len=256)
         for rid, tokens in prompts.items():
@@ -180,10 +184,11 @@ def test_a_decode_run_of_mixed_contexts_attends_in_pieces_with_the_same_logits(m
             r.execute(StepPlan(prefill=(prefill(rid, 0, len(tokens)),)))
         return r.forward_logits(StepPlan(decode_ids=(1, 2, 3)))
 
-    split, whole = logits(8), logits(10**9)  # [1, 2] pieces; one padded call
+    split, whole, alone = logits(8), logits(10**9), logits(None)  # [1, 2]; one call; a CPU's: alone
     assert split_padding([201, 7, 10], 8) == [1, 2] and split_padding([201, 7, 10], 10**9) == [3]
     for rid in prompts:
         torch.testing.assert_close(split[rid], whole[rid], atol=ATOL, rtol=0)
+        torch.testing.assert_close(alone[rid], whole[rid], atol=ATOL, rtol=0)
 
 
 # ---- (c): mixed steps and chunked prefill ------------------------------------------------------

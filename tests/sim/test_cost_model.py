@@ -110,3 +110,26 @@ def test_kind_scaled_cost_scales_decode_and_prefill_steps_apart(toy_profile):
     assert line_total(alpha, beta, 5) == pytest.approx(sum(steps), rel=1e-9)
     with pytest.raises(ValueError):
         KindScaledCost(base, 1.0, float("nan"))
+
+
+def test_a_call_per_sequence_per_layer_costs_sequences_times_layers(toy_profile):
+    """sequence_layer_overhead_s: each sequence's attention is a call of its own in every layer, so
+    a step pays it num_seqs x num_layers times (decode runs in closed form included), and a machine
+    whose overheads take longer scales it too."""
+    from sim.profile import at_time_factor
+
+    per_call_s = 2e-5
+    calls = dataclasses.replace(toy_profile, cost=dataclasses.replace(
+        toy_profile.cost, sequence_layer_overhead_s=per_call_s))
+    for name in ("llama-3-8b", "llama-2-7b", "mixtral-8x7b"):
+        model = get_preset(name)
+        base, with_calls = CostModel(model, toy_profile), CostModel(model, calls)
+        for shape in (StepShape.for_decode(1, 900), StepShape.for_decode(12, 12 * 700),
+                      StepShape.for_prefill([300, 40])):
+            extra = with_calls.step_time(shape) - base.step_time(shape)
+            assert extra == pytest.approx(per_call_s * shape.num_seqs * model.num_layers, rel=1e-9)
+        a, b, _, _ = with_calls.decode_line(12, 12, 12 * 700)
+        step = with_calls.step_time(StepShape.for_decode(12, 12 * 700 + 12 * 5))
+        assert a + 5 * b == pytest.approx(step, rel=1e-12)
+    slow = at_time_factor(calls, 1.0, 1.5)
+    assert slow.cost.sequence_layer_overhead_s == pytest.approx(1.5 * per_call_s)
