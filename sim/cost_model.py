@@ -5,7 +5,8 @@ Modelled, per device of a TP group (weights, heads and KV heads split TP ways):
     sampled tokens only; they run at peak x efficiency(tokens in the step) (small batches reach far
     less than large GEMMs: a fitted curve or e_max * T / (T + T_half)); they must also stream every
     weight once per step. Each linear layer is bound by the slower of the two (roofline):
-    t_linear = max(t_matmul, weight_bytes / (bandwidth x memory_efficiency)).
+    t_linear = max(t_matmul, weight_bytes / (bandwidth x memory_efficiency)), taken apart for the
+    decoder's layers (a GEMM of the step's tokens) and the LM head (one of its sampled rows).
     GEMM efficiency also depends on the matrices' width: a profile may scale it by
     min(1, (hidden / 4096) ^ matmul_width_exponent) (fitted from two model widths).
   * attention: 4 x layers x q_size FLOPs per causal (query, key) pair, and the KV of every
@@ -143,22 +144,32 @@ class CostModel:
                          * num_tokens * self._allreduce_bytes_per_token / link.bandwidth_bytes_per_s)
         return 2 * self.model.num_layers * per_allreduce
 
-    def _linear_parts(self, num_tokens: int, num_sampled: int) -> tuple[float, float]:
-        flops = self._lin_flops_per_token * num_tokens + self._head_flops_per_sample * num_sampled
-        matmul_s = flops / (self._matmul_flops_rate * matmul_efficiency(self.params, num_tokens))
-        weights_s = self._weight_bytes(num_tokens, num_sampled) / self.effective_bandwidth
-        return matmul_s, weights_s
+    def _linear_parts(self, num_tokens: int, num_sampled: int) -> tuple[float, float, float]:
+        """(matmul seconds, weight-streaming seconds, linear-layer seconds). The decoder's linear
+        layers are GEMMs of num_tokens rows and the LM head one of num_sampled rows, each bound by
+        the slower of its FLOPs and its weights: a short prefill's layers are compute-bound while
+        its one sampled row streams the whole head."""
+        rate = self._matmul_flops_rate
+        body_mm = (self._lin_flops_per_token * num_tokens
+                   / (rate * matmul_efficiency(self.params, num_tokens)))
+        body_w = self._weight_bytes(num_tokens, 0) / self.effective_bandwidth
+        head_mm = head_w = 0.0
+        if num_sampled:
+            head_mm = (self._head_flops_per_sample * num_sampled
+                       / (rate * matmul_efficiency(self.params, num_sampled)))
+            head_w = self._head_bytes / self.effective_bandwidth
+        return body_mm + head_mm, body_w + head_w, max(body_mm, body_w) + max(head_mm, head_w)
 
     # ---- public ----------------------------------------------------------------------------
     def step_cost(self, shape: StepShape) -> StepCost:
         if shape.num_tokens <= 0:
             return StepCost(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
-        matmul_s, weights_s = self._linear_parts(shape.num_tokens, shape.num_sampled)
+        matmul_s, weights_s, linear_s = self._linear_parts(shape.num_tokens, shape.num_sampled)
         attn_s = self._attn_s_per_pair * shape.attention_pairs
         kv_s = self._kv_s_per_token * shape.context_tokens
         comm_s = self._comm_s(shape.num_tokens)
         overhead_s = self._fixed_overhead_s + self._seq_overhead_s * shape.num_seqs
-        time_s = overhead_s + max(matmul_s, weights_s) + max(attn_s, kv_s) + comm_s
+        time_s = overhead_s + linear_s + max(attn_s, kv_s) + comm_s
         energy_j = self._decode_w * time_s + self._compute_extra_w * (matmul_s + attn_s)
         return StepCost(time_s, energy_j, matmul_s, weights_s, attn_s, kv_s, comm_s, overhead_s)
 
@@ -169,11 +180,11 @@ class CostModel:
                     ) -> tuple[float, float, float, float]:
         """Decode-only steps of a fixed batch: step j takes alpha + beta*j seconds and
         e_alpha + e_beta*j joules. context_tokens_before: the batch's summed context before step 0."""
-        matmul_s, weights_s = self._linear_parts(num_seqs, num_sampled)
+        matmul_s, _, linear_s = self._linear_parts(num_seqs, num_sampled)
         ctx0 = context_tokens_before + num_seqs
         per_tok = self._attn_or_kv_s_per_token
         alpha = (self._fixed_overhead_s + self._seq_overhead_s * num_seqs
-                 + max(matmul_s, weights_s) + self._comm_s(num_seqs) + per_tok * ctx0)
+                 + linear_s + self._comm_s(num_seqs) + per_tok * ctx0)
         beta = per_tok * num_seqs
         attn0 = self._attn_s_per_pair * ctx0
         e_alpha = self._decode_w * alpha + self._compute_extra_w * (matmul_s + attn0)

@@ -133,3 +133,19 @@ def test_a_call_per_sequence_per_layer_costs_sequences_times_layers(toy_profile)
         assert a + 5 * b == pytest.approx(step, rel=1e-12)
     slow = at_time_factor(calls, 1.0, 1.5)
     assert slow.cost.sequence_layer_overhead_s == pytest.approx(1.5 * per_call_s)
+
+
+def test_the_lm_head_is_a_roofline_of_its_own(toy_profile):
+    """A long prefill's layers are compute-bound while its one sampled row streams the whole LM
+    head: the step pays both (not the larger of their sums), so sampling adds the head's read."""
+    model = get_preset("llama-3-8b")
+    cost = CostModel(model, toy_profile)
+    sampled = cost.step_cost(StepShape.for_prefill([2048]))
+    silent = cost.step_cost(StepShape.for_prefill([2048], sampling=False))
+    assert silent.matmul_s > silent.weights_s  # the layers are compute-bound
+    head_s = model.lm_head_bytes / cost.effective_bandwidth
+    assert sampled.time_s - silent.time_s == pytest.approx(head_s, rel=1e-9)
+    # a decode's head has as many rows as its layers' GEMMs: both memory-bound at batch 1
+    b1 = cost.step_cost(StepShape.for_decode(1, 1000))
+    assert b1.time_s == pytest.approx(b1.overhead_s + b1.weights_s + max(b1.attention_flops_s, b1.kv_s),
+                                      rel=1e-12)
