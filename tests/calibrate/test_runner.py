@@ -191,6 +191,26 @@ def test_a_decode_run_of_mixed_contexts_attends_in_pieces_with_the_same_logits(m
         torch.testing.assert_close(alone[rid], whole[rid], atol=ATOL, rtol=0)
 
 
+
+def test_on_a_cpu_every_decode_attends_alone_even_with_equal_contexts(monkeypatch) -> None:
+    """The cost model charges attention a call per sequence per layer plus its own K/V; a CPU
+    runner must do exactly that in calibration (equal contexts) as in serving (mixed ones)."""
+    import calibrate.model as model_module
+
+    real_sdpa, calls = model_module.F.scaled_dot_product_attention, []
+
+    def counting(q, k, *args, **kwargs):
+        calls.append(k.shape[0])
+        return real_sdpa(q, k, *args, **kwargs)
+
+    r = runner(max_seq_len=64)
+    for rid in (1, 2, 3):
+        r.add_request(rid, prompt(5, rid))
+        r.reserve_context(rid, 20)  # equal contexts in consecutive slots
+    monkeypatch.setattr(model_module.F, "scaled_dot_product_attention", counting)
+    r.execute(StepPlan(decode_ids=(1, 2, 3)))
+    assert calls == [1] * (3 * TINY.num_layers)
+
 # ---- (c): mixed steps and chunked prefill ------------------------------------------------------
 def test_chunked_prefill_equals_full_prefill() -> None:
     tokens = prompt(40, seed=5)
