@@ -22,14 +22,25 @@ class ForeignLoad:
         self.tick_s = 1.0 / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 0.01
         self.num_cpus = os.cpu_count() or 1
 
-    def _busy_s(self) -> float | None:
+    def _fields(self) -> list[int] | None:
         try:
             with open("/proc/stat") as fh:
-                fields = fh.readline().split()[1:]
-        except OSError:
+                return [int(v) for v in fh.readline().split()[1:9]]
+        except (OSError, ValueError):
             return None
-        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+
+    def _busy_s(self) -> float | None:
+        fields = self._fields()
+        if fields is None:
+            return None
+        user, nice, system, _idle, _iowait, irq, softirq, steal = fields
         return (user + nice + system + irq + softirq + steal) * self.tick_s
+
+    def steal_s(self) -> float | None:
+        """CPU seconds the hypervisor has given to other guests so far (all CPUs; None if unknown):
+        a cloud VM's neighbours show up here, not as processes."""
+        fields = self._fields()
+        return None if fields is None else fields[7] * self.tick_s
 
     def start(self) -> Mark:
         times = os.times()

@@ -29,6 +29,9 @@ Diagnostics say where an error comes from:
     measured for it (its loop's time between steps included; `sim.replay`). Its error is what
     scheduling and the engine loops leave unexplained; the rest of a prediction's error lies in
     step times (the cost model, or the machine's speed then).
+  * machine load: per run, the share of all CPUs that other processes and the hypervisor took
+    while it served (`calibrate.machine_load`), and the hypervisor's steal alone: a cloud VM's
+    neighbours show up as steal, and with it step times no profile predicts.
 """
 
 from __future__ import annotations
@@ -36,10 +39,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import statistics
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from calibrate.machine_load import ForeignLoad
 from calibrate.power import make_meter
 from calibrate.real_engine import RealRun, serve
 from calibrate.runner import Runner
@@ -73,6 +78,9 @@ class Validation:
     run_speed: dict | None = None  # run_speed_factors(steps): the speeds the run's own steps ran at
     run_speed_rows: list[dict] | None = None  # the comparison with the prediction at those speeds
     spread_rows: list[dict] | None = None  # with repeats: run_spread(), the machine's own noise
+    # per run: the share of all CPUs other processes and the hypervisor took while it served, and
+    # the hypervisor's steal alone (None where /proc/stat is not there)
+    machine_load: list[dict] = field(default_factory=list)
 
     def columns(self) -> list[tuple[str, list[dict]]]:
         """The extra comparisons, as (column title, rows) for format_rows."""
@@ -97,7 +105,7 @@ class Validation:
                 "comparison_at_machine_speed": self.at_speed_rows, "steps": self.steps,
                 "run_speed": self.run_speed, "comparison_at_run_speed": self.run_speed_rows,
                 "replay": self.replay_counts(), "comparison_of_replay": self.replay_rows,
-                "run_spread": self.spread_rows,
+                "run_spread": self.spread_rows, "machine_load": self.machine_load,
                 "predicted": self.predicted.summary, "measured": self.measured_summary,
                 "measured_runs": [r.summary for r in self.runs] if len(self.runs) > 1 else None}
 
@@ -373,13 +381,15 @@ def validate(name: str, sc: Scenario, profile: Profile, device: str = "cpu", tdp
     runner.warm_shapes(min(max_step_tokens(sc, load), WARM_MAX_ROWS))
     probe = SpeedProbe(profile, device, seed) if check_speed else None
     speed_points = probe.measure("before") if probe is not None else []
-    runs = []
+    runs, machine_load, others = [], [], ForeignLoad()
     for _ in range(repeats):
         meter = make_meter(runner.device.type, tdp_w=tdp_w)
+        mark, steal0 = others.start(), others.steal_s()
         try:
             runs.append(serve(prep, runner, meter, seed=seed, progress=progress))
         finally:
             meter.close()
+        machine_load.append(_load_share(others, mark, steal0))
         if speed_points:  # after every run: the machine's speed sampled across all of them
             speed_points += probe.measure("after")
     measured = median_summary([r.summary for r in runs])
@@ -403,7 +413,18 @@ def validate(name: str, sc: Scenario, profile: Profile, device: str = "cpu", tdp
                       all(same_workload(predicted.recorder, r.recorder, closed) for r in runs),
                       speed, at_speed_rows, steps, replays, compare(replayed, measured),
                       run_speed, run_speed_rows,
-                      run_spread([r.summary for r in runs], measured) if repeats > 1 else None)
+                      run_spread([r.summary for r in runs], measured) if repeats > 1 else None,
+                      machine_load)
+
+
+def _load_share(others: ForeignLoad, mark, steal0: float | None, now_s: float | None = None) -> dict:
+    other = others.share(mark)
+    steal1 = others.steal_s()
+    wall_s = (time.perf_counter() if now_s is None else now_s) - mark[2]
+    steal = (None if steal0 is None or steal1 is None
+             else max(0.0, steal1 - steal0) / max(wall_s * others.num_cpus, 1e-9))
+    return {"other_share": None if other is None else round(other, 4),
+            "steal_share": None if steal is None else round(steal, 4)}
 
 
 SPREAD = "run spread"
@@ -464,6 +485,13 @@ def format_diagnostics(v: Validation) -> str:
         lines.append(f"replay: the simulator fed each real step's measured time, loop included ({counts['num_steps']} "
                      f"steps, {counts['num_diverged']} not the real engine's at that position): 'replay' is "
                      f"what the policy and engine loop alone leave unexplained")
+    shares = [load["other_share"] for load in v.machine_load if load["other_share"] is not None]
+    if shares:
+        steals = [load["steal_share"] for load in v.machine_load if load["steal_share"] is not None]
+        stolen = f" (the hypervisor's steal: up to {max(steals) * 100:.1f}%)" if steals else ""
+        lines.append(f"machine load: while the real engine served, other processes and the hypervisor took "
+                     f"up to {max(shares) * 100:.1f}% of the CPUs{stolen}; above ~10% step times are "
+                     f"skewed, and no profile predicts them")
     if v.spread_rows:
         lines.append(f"repeats: the real engine served the identical workload {len(v.runs)} times; 'measured' is "
                      f"their median and 'run spread' the farthest run from it: the machine's own run-to-run "

@@ -71,6 +71,11 @@ def test_real_engine_and_simulator_serve_the_identical_workload(tiny_profile, po
     assert result.run_speed == run_speed_factors(result.steps)
     assert [r["metric"] for r in result.run_speed_rows] == [r["metric"] for r in result.rows]
     assert [title for title, _ in result.columns()] == ["at speed", "run speed", "replay"]
+    # the machine's other load while it served (other processes, the hypervisor's steal): a share
+    (load,) = result.machine_load
+    for share in (load["other_share"], load["steal_share"]):
+        assert share is None or 0.0 <= share <= 1.0
+    assert result.to_dict()["machine_load"] == [load] and "machine_load" in result.record()
     errors = {row["metric"]: row["rel_error"] for row in result.rows}
     # Loose on purpose: a shared 2-core CI machine whose speed drifts (the 2-vCPU AMD EPYC ran the
     # same decode step in 7 to 14 ms over minutes; tracked by benchmarks/fidelity.py). A factor of
@@ -182,3 +187,24 @@ def test_reference_points_are_quick_calibration_points_spread_over_their_times(t
     assert [r["seconds"] for r in records] == [own[0], own[(len(own) - 1) // 2], own[-1]] or \
         [r["seconds"] for r in records] == [own[0], own[round((len(own) - 1) / 2)], own[-1]]
     assert reference_records(load_profile("h100-sxm")) == []  # a datasheet profile has none
+
+
+def test_machine_load_reads_the_hypervisors_steal_from_proc_stat(monkeypatch):
+    """A cloud VM's neighbours show up as steal in /proc/stat, not as processes: the share of all
+    CPUs the hypervisor took while the engine served is steal ticks over wall time x CPUs."""
+    from calibrate import validate as validate_module
+    from calibrate.machine_load import ForeignLoad
+
+    others = ForeignLoad()
+    ticks = {"steal": 1000, "user": 5000}
+    monkeypatch.setattr(others, "_fields", lambda: [ticks["user"], 0, 0, 0, 0, 0, 0, ticks["steal"]])
+    mark, steal0 = others.start(), others.steal_s()
+    assert steal0 == pytest.approx(1000 * others.tick_s)
+    wall_s = 0.2
+    steal_ticks = round(0.5 * wall_s * others.num_cpus / others.tick_s)  # half of every CPU
+    ticks["steal"] += steal_ticks
+    ticks["user"] += steal_ticks
+    load = validate_module._load_share(others, mark, steal0, now_s=mark[2] + wall_s)
+    assert load["steal_share"] == pytest.approx(0.5, abs=0.01)
+    monkeypatch.setattr(others, "_fields", lambda: None)  # no /proc/stat: unknown, not zero
+    assert others.steal_s() is None
