@@ -7,9 +7,10 @@ runs one GEMM over [step tokens, hidden]; attention runs per prefill chunk (caus
 chunk's cached prefix) and, for decodes, per run of contiguous cache slots (batched, each sequence
 masked to its own context, K/V read in place from the cache; a run whose contexts differ is split
 where the padded K/V saved outweighs one more call, `split_padding`; on a CPU every decode attends
-alone, so attention costs a call per sequence plus its own context, the cost model's form). Logits are
-computed only for rows that sample (a chunk reaching its request's last known token, and every
-decode); sampling is greedy (argmax) and the token is appended to the request's known tokens.
+alone, so attention costs a call per sequence plus its own context, the cost model's form).
+Logits are computed only for rows that sample (a chunk reaching its request's last known token,
+and every decode); sampling is greedy (argmax) and the token is appended to the request's known
+tokens.
 
 Padding (`plan.num_padding_seqs`, static batching) is executed as dummy decode rows: they go
 through every linear layer like real rows and attend to a scratch cache slot at the padding's mean
@@ -380,7 +381,8 @@ def split_padding(contexts: list[int], call_positions: int) -> list[int]:
     dynamic programming over the split points (a run has at most max_num_seqs decodes). Of equal
     costs the fewest pieces win, so call_positions 0 splits exactly where padding would be read."""
     n = len(contexts)
-    best = [(0, 0)] + [(math.inf, 0)] * n  # best[i]: (work, pieces) of the cheapest split of the first i
+    # best[i]: (work, pieces) of the cheapest split of the first i
+    best = [(0, 0)] + [(math.inf, 0)] * n
     cut = [0] * (n + 1)
     for end in range(1, n + 1):
         longest = 0
