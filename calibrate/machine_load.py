@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 
-Mark = tuple[float | None, float, float]
+Mark = tuple[float | None, float, float, float | None]  # busy, own CPU, wall, steal seconds
 
 
 class ForeignLoad:
@@ -36,18 +36,16 @@ class ForeignLoad:
         user, nice, system, _idle, _iowait, irq, softirq, steal = fields
         return (user + nice + system + irq + softirq + steal) * self.tick_s
 
-    def steal_s(self) -> float | None:
-        """CPU seconds the hypervisor has given to other guests so far (all CPUs; None if unknown):
-        a cloud VM's neighbours show up here, not as processes."""
+    def _steal_s(self) -> float | None:
         fields = self._fields()
         return None if fields is None else fields[7] * self.tick_s
 
     def start(self) -> Mark:
         times = os.times()
-        return self._busy_s(), times.user + times.system, time.perf_counter()
+        return self._busy_s(), times.user + times.system, time.perf_counter(), self._steal_s()
 
     def share(self, mark: Mark) -> float | None:
-        busy0, own0, wall0 = mark
+        busy0, own0, wall0, _ = mark
         busy1 = self._busy_s()
         if busy0 is None or busy1 is None:
             return None
@@ -56,3 +54,12 @@ class ForeignLoad:
         wall = time.perf_counter() - wall0
         # /proc/stat counts in clock ticks (10 ms): forgive two ticks of rounding and daemons
         return max(0.0, foreign - 2 * self.tick_s) / max(wall * self.num_cpus, 1e-9)
+
+    def steal_share(self, mark: Mark) -> float | None:
+        """Share of all CPUs the hypervisor gave to other guests since `start()` (None if unknown):
+        a cloud VM's neighbours show up here, not as processes."""
+        steal0, steal1 = mark[3], self._steal_s()
+        if steal0 is None or steal1 is None:
+            return None
+        wall = time.perf_counter() - mark[2]
+        return max(0.0, steal1 - steal0) / max(wall * self.num_cpus, 1e-9)

@@ -39,7 +39,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import statistics
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -384,12 +383,12 @@ def validate(name: str, sc: Scenario, profile: Profile, device: str = "cpu", tdp
     runs, machine_load, others = [], [], ForeignLoad()
     for _ in range(repeats):
         meter = make_meter(runner.device.type, tdp_w=tdp_w)
-        mark, steal0 = others.start(), others.steal_s()
+        mark = others.start()
         try:
             runs.append(serve(prep, runner, meter, seed=seed, progress=progress))
         finally:
             meter.close()
-        machine_load.append(_load_share(others, mark, steal0))
+        machine_load.append({"other_share": others.share(mark), "steal_share": others.steal_share(mark)})
         if speed_points:  # after every run: the machine's speed sampled across all of them
             speed_points += probe.measure("after")
     measured = median_summary([r.summary for r in runs])
@@ -415,16 +414,6 @@ def validate(name: str, sc: Scenario, profile: Profile, device: str = "cpu", tdp
                       run_speed, run_speed_rows,
                       run_spread([r.summary for r in runs], measured) if repeats > 1 else None,
                       machine_load)
-
-
-def _load_share(others: ForeignLoad, mark, steal0: float | None, now_s: float | None = None) -> dict:
-    other = others.share(mark)
-    steal1 = others.steal_s()
-    wall_s = (time.perf_counter() if now_s is None else now_s) - mark[2]
-    steal = (None if steal0 is None or steal1 is None
-             else max(0.0, steal1 - steal0) / max(wall_s * others.num_cpus, 1e-9))
-    return {"other_share": None if other is None else round(other, 4),
-            "steal_share": None if steal is None else round(steal, 4)}
 
 
 SPREAD = "run spread"

@@ -150,13 +150,13 @@ class CostModel:
         the slower of its FLOPs and its weights: a short prefill's layers are compute-bound while
         its one sampled row streams the whole head."""
         rate = self._matmul_flops_rate
-        body_mm = (self._lin_flops_per_token * num_tokens
-                   / (rate * matmul_efficiency(self.params, num_tokens)))
+        body_eff = matmul_efficiency(self.params, num_tokens)
+        body_mm = self._lin_flops_per_token * num_tokens / (rate * body_eff)
         body_w = self._weight_bytes(num_tokens, 0) / self.effective_bandwidth
         head_mm = head_w = 0.0
-        if num_sampled:
-            head_mm = (self._head_flops_per_sample * num_sampled
-                       / (rate * matmul_efficiency(self.params, num_sampled)))
+        if num_sampled:  # a decode-only step's head has its layers' rows: the same efficiency
+            head_eff = body_eff if num_sampled == num_tokens else matmul_efficiency(self.params, num_sampled)
+            head_mm = self._head_flops_per_sample * num_sampled / (rate * head_eff)
             head_w = self._head_bytes / self.effective_bandwidth
         return body_mm + head_mm, body_w + head_w, max(body_mm, body_w) + max(head_mm, head_w)
 

@@ -192,19 +192,18 @@ def test_reference_points_are_quick_calibration_points_spread_over_their_times(t
 def test_machine_load_reads_the_hypervisors_steal_from_proc_stat(monkeypatch):
     """A cloud VM's neighbours show up as steal in /proc/stat, not as processes: the share of all
     CPUs the hypervisor took while the engine served is steal ticks over wall time x CPUs."""
-    from calibrate import validate as validate_module
     from calibrate.machine_load import ForeignLoad
 
     others = ForeignLoad()
     ticks = {"steal": 1000, "user": 5000}
     monkeypatch.setattr(others, "_fields", lambda: [ticks["user"], 0, 0, 0, 0, 0, 0, ticks["steal"]])
-    mark, steal0 = others.start(), others.steal_s()
-    assert steal0 == pytest.approx(1000 * others.tick_s)
+    mark = others.start()
+    assert mark[3] == pytest.approx(1000 * others.tick_s)
     wall_s = 0.2
+    mark = (mark[0], mark[1], mark[2] - wall_s, mark[3])  # as if started wall_s ago
     steal_ticks = round(0.5 * wall_s * others.num_cpus / others.tick_s)  # half of every CPU
     ticks["steal"] += steal_ticks
     ticks["user"] += steal_ticks
-    load = validate_module._load_share(others, mark, steal0, now_s=mark[2] + wall_s)
-    assert load["steal_share"] == pytest.approx(0.5, abs=0.01)
+    assert others.steal_share(mark) == pytest.approx(0.5, abs=0.01)
     monkeypatch.setattr(others, "_fields", lambda: None)  # no /proc/stat: unknown, not zero
-    assert others.steal_s() is None
+    assert others.steal_share(mark) is None
