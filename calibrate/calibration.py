@@ -27,6 +27,7 @@ from calibrate.cli import (DEFAULT_BUDGET_S, FIT_RESERVE_S, HOLDOUT_SHARE, QUICK
                            _check_positive, defaults_for, output_path, print_summary)
 from calibrate.devices import describe_device, resolve_device
 from calibrate.fit import WIDTH_EXPONENT, cost_fields, fit_profile
+from calibrate.machine_load import ForeignLoad
 from calibrate.microbench import default_dtypes, run_microbench
 from calibrate.power import make_meter
 from calibrate.profile_builder import (build_document, default_profile_name, power_section,
@@ -40,6 +41,7 @@ from sim.model_spec import BYTES_PER_ELEMENT, ModelSpec, resolve_model
 from sim.profile import profile_from_dict, write_profile
 
 MEMORY_HEADROOM = 0.85  # a grid may plan to use at most this share of the free memory
+STEAL_WARN_SHARE = 0.10  # the hypervisor's share of all CPUs over a calibration that earns a warning
 PROBE_SHARE = 0.08  # share of the sweep budget for each probe model's first pass
 
 
@@ -346,6 +348,8 @@ def run_calibration(args: argparse.Namespace, command: str) -> int:
     started = time.perf_counter()
     plan = resolve_inputs(args)
     load_before = _load_average()
+    machine = ForeignLoad()
+    machine_mark = machine.start()
     dtypes = tuple(dict.fromkeys(default_dtypes(plan.device) + ((args.dtype,) if args.dtype else ())))
     bench = microbenchmarks(plan.device, dtypes, budget_s=min(12.0, 0.08 * plan.budget_s))
     dtype, dtype_reason = choose_dtype(args.dtype, plan.device.type, bench)
@@ -397,12 +401,14 @@ def run_calibration(args: argparse.Namespace, command: str) -> int:
         "load_average_before": load_before, "load_average_after": _load_average(),
         "other_processes_cpu_share": None if not loads else {
             "median": round(statistics.median(loads), 3), "max": round(max(loads), 3)},
-        "sweep_seconds": round(sum(r.seconds for r in results), 1)}
+        "sweep_seconds": round(sum(r.seconds for r in results), 1),
+        "machine_load": _machine_load(machine, machine_mark)}
     fitted = fit_profile(document, str(plan.out))
     fitted["provenance"]["calibration_seconds"] = round(time.perf_counter() - started, 1)
     write_profile(fitted, plan.out)
     print_summary(plan.out, fitted, time.perf_counter() - started)
     _warn_if_busy(load_before, plan.device.type)
+    _warn_if_stolen(document["provenance"]["machine_load"], plan.device.type)
     return 0
 
 
@@ -420,6 +426,21 @@ def _load_average() -> list[float] | None:
         return [round(x, 2) for x in os.getloadavg()]
     except OSError:
         return None
+
+
+def _machine_load(machine: ForeignLoad, mark) -> dict:
+    """provenance.machine_load: the shares of all CPUs that other processes and the hypervisor
+    (other_share), and the hypervisor alone (steal_share), took over the whole calibration."""
+    shares = {"other_share": machine.share(mark), "steal_share": machine.steal_share(mark)}
+    return {k: None if v is None else round(v, 3) for k, v in shares.items()}
+
+
+def _warn_if_stolen(load: dict, device_type: str) -> None:
+    steal = load.get("steal_share")
+    if device_type == "cpu" and steal is not None and steal > STEAL_WARN_SHARE:
+        print(f"calibrate: warning: the hypervisor took {steal * 100:.0f}% of this VM's CPU time "
+              "during the calibration (steal, /proc/stat); its timings are slower and noisier than "
+              "this machine's; calibrate again when its neighbours are quiet", file=sys.stderr)
 
 
 def _warn_if_busy(load: list[float] | None, device_type: str) -> None:

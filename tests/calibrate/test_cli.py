@@ -119,6 +119,25 @@ def test_no_speed_reference_keeps_plain_medians(tmp_path: Path) -> None:
         assert p["seconds"] == p["raw_seconds"] and p["stamps_s"] is None
 
 
+def test_the_machines_other_load_over_the_calibration_is_recorded_and_steal_warned(
+        tiny_profile: Path, capsys: pytest.CaptureFixture) -> None:
+    """A cloud VM's neighbours take its CPUs as hypervisor steal: the profile says how much over
+    the whole calibration, and a calibration that lost a tenth of the CPUs to it says so."""
+    from calibrate.calibration import _warn_if_stolen
+
+    load = load_profile(tiny_profile).provenance["machine_load"]
+    assert set(load) == {"other_share", "steal_share"}
+    if load["steal_share"] is not None:  # Linux
+        assert 0.0 <= load["steal_share"] <= 1.0 and 0.0 <= load["other_share"] <= 1.0
+    capsys.readouterr()
+    _warn_if_stolen({"other_share": 0.5, "steal_share": 0.42}, "cpu")
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "42% of this VM's CPU time" in err and "calibrate again" in err
+    _warn_if_stolen({"other_share": 0.1, "steal_share": 0.05}, "cpu")
+    _warn_if_stolen({"other_share": None, "steal_share": None}, "cpu")
+    assert capsys.readouterr().err == ""
+
+
 def test_power_is_reported_as_estimated_on_this_machine(tiny_profile: Path) -> None:
     if power.readable_rapl_zones():
         pytest.skip("this machine has readable RAPL counters")
