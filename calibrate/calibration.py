@@ -5,7 +5,7 @@ memory (bad input fails here, before anything slow); microbenchmarks; choose the
 and idle power; first passes of the sweep on the calibration model and on probe models (a
 shallower copy, and a narrower one where the cost model can use it: with one shape alone,
 per-step and per-layer overheads and weight streaming cannot be told apart); more visits to all
-measured points while the budget lasts; the fit; the profile document, validated and written
+measured points while the budget lasts; the machine's wake-up after an idle sleep; the fit; the profile document, validated and written
 atomically.
 """
 
@@ -35,6 +35,7 @@ from calibrate.profile_builder import (build_document, default_profile_name, pow
 from calibrate.runner import Runner
 from calibrate.speed_reference import SpeedReference, reference_points
 from calibrate.sweep import Grid, ModelSweep, Point, PointRunner, SweepResult, more_rounds
+from calibrate.wake import measure_wake
 from sim.cost_model import CostModel
 from sim.errors import InputError
 from sim.model_spec import BYTES_PER_ELEMENT, ModelSpec, resolve_model
@@ -283,12 +284,13 @@ def device_section(plan: Plan, bench: dict, memory: dict) -> dict:
 
 def sweep_models(plan: Plan, grid: Grid, spec: ModelSpec, document: dict, meter, args,
                  deadline: float, holdout: ModelSpec | None = None
-                 ) -> tuple[list[SweepResult], dict | None]:
+                 ) -> tuple[list[SweepResult], dict | None, dict]:
     """First passes on the calibration model, its probes and the held-out model, then more
     passes over all of them while time lasts; reference steps of the calibration model are timed
     throughout, and every point is brought to the run's median machine speed (see
-    calibrate.speed_reference). Returns the results and the reference's record (None with
-    --no-speed-reference)."""
+    calibrate.speed_reference); last, the machine's wake-up on the compute reference step
+    (calibrate.wake). Returns the results, the reference's record (None with
+    --no-speed-reference) and the wake-up's."""
     probes = [(probe, probe_points(grid)) for probe in probe_specs(spec)]
     share = 1.0 - PROBE_SHARE * len(probes) - HOLDOUT_SHARE * bool(holdout)
     jobs: list[tuple[ModelSpec, list[Point] | None, float]] = [(spec, None, share)]
@@ -314,13 +316,14 @@ def sweep_models(plan: Plan, grid: Grid, spec: ModelSpec, document: dict, meter,
         sweep.first_pass(meter, budget_s, not args.no_progress)
         sweeps.append(sweep)
     more_rounds(sweeps, meter, deadline, args.seed)
+    wake = measure_wake(sweeps[0].point_runner, reference_points(grid)[1])
     record = None
     if reference is not None:
         track = reference.finish()
         for sweep in sweeps:
             sweep.result.track = track
         record = reference.to_dict(track)
-    return [s.result for s in sweeps if s.result.measurements], record
+    return [s.result for s in sweeps if s.result.measurements], record, wake
 
 
 def probe_specs(spec: ModelSpec) -> list[ModelSpec]:
@@ -370,8 +373,8 @@ def run_calibration(args: argparse.Namespace, command: str) -> int:
     if holdout is not None:
         check_grid_fits_memory(grid, holdout, dtype, plan.device)
     deadline = started + plan.budget_s - FIT_RESERVE_S
-    results, speed_reference = sweep_models(plan, grid, spec, document, meter, args, deadline,
-                                            holdout)
+    results, speed_reference, wake = sweep_models(plan, grid, spec, document, meter, args,
+                                                  deadline, holdout)
     held = [r for r in results if holdout is not None and r.model_name == holdout.name]
     results = [r for r in results if r not in held]
     models = {r.model_name: m.to_dict() for r in results + held
@@ -383,7 +386,7 @@ def run_calibration(args: argparse.Namespace, command: str) -> int:
                          "single grid point; raise the budget or shrink the grid")
     document["measurements"].update(
         points=points, models=models, limits=[x for r in results for x in r.limits],
-        speed_reference=speed_reference,
+        speed_reference=speed_reference, wake=wake,
         holdout=holdout_record(holdout, held) if holdout is not None else None,
         grid=grid.to_dict() | {"skipped": [x for r in results for x in r.skipped],
                                "memory": memory,

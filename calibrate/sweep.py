@@ -203,10 +203,13 @@ class PointRunner:
             except ValueError:
                 pass  # never added (setup failed part-way)
 
-    def time_once(self, point: Point) -> tuple[float, StepPlan]:
+    def time_once(self, point: Point, idle_s: float = 0.0) -> tuple[float, StepPlan]:
+        """The point's step, timed; idle_s: sleep that long before it (calibrate.wake)."""
         plan = self.setup(point)
         try:
             self.runner.synchronize()
+            if idle_s > 0:
+                time.sleep(idle_s)
             start = time.perf_counter()
             self.runner.execute(plan)
             self.runner.synchronize()

@@ -16,6 +16,7 @@ Modelled, per device of a TP group (weights, heads and KV heads split TP ways):
   * fixed overheads: per step, per layer (kernel launches / Python), per sequence (metadata), and
     per sequence per layer (each sequence's attention is a call of its own: a CPU engine's
     scaled_dot_product_attention per decode, a GPU's per-sequence work partition).
+  * waking: the first step after the engine sat idle starts `wake_overhead_s` late (sim.engine).
   * tensor parallelism: two all-reduces of the step's activations per layer over the interconnect
     (ring: 2 (tp-1)/tp x bytes / bandwidth + latency each).
   * MoE: every token runs top-k experts; the step reads the expected number of distinct experts.
@@ -125,6 +126,8 @@ class CostModel:
         self._decode_w = power.decode_w * tp
         self._compute_extra_w = (power.prefill_w - power.decode_w) * tp
         self.idle_power_w = power.idle_w * tp
+        # the first step after the engine sat idle starts this much later (sim.engine)
+        self.wake_s = params.wake_overhead_s
 
     # ---- pieces ----------------------------------------------------------------------------
     def _weight_bytes(self, num_tokens: int, num_sampled: int) -> float:
@@ -212,6 +215,7 @@ class KindScaledCost:
             if not factor > 0 or not math.isfinite(factor):
                 raise ValueError(f"time factor must be a positive number, got {factor}")
         self.base, self.decode_factor, self.prefill_factor = base, decode_factor, prefill_factor
+        self.wake_s = base.wake_s * prefill_factor  # a step after idle is a prefill's, nearly always
 
     def step_cost(self, shape: StepShape) -> StepCost:
         step = self.base.step_cost(shape)

@@ -72,6 +72,9 @@ class CostParams:
     # per sequence per decoder layer: each sequence's attention is its own call (kernel launch or,
     # on a CPU, one scaled_dot_product_attention of ~20 us), so it grows with both
     sequence_layer_overhead_s: float = 0.0
+    # the first step after the engine sat idle starts this much later (threads and vCPUs asleep, a
+    # GPU's idle clocks): measured by calibrate beside back-to-back steps
+    wake_overhead_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -252,6 +255,7 @@ def profile_from_dict(data: Any, where: str) -> Profile:
                                        default=0.0),
         sequence_layer_overhead_s=r.number(cm, "sequence_layer_overhead_s", p, strict=False,
                                            default=0.0),
+        wake_overhead_s=r.number(cm, "wake_overhead_s", p, strict=False, default=0.0),
     )
 
     pw = r.section(data, "power")
@@ -299,7 +303,8 @@ def at_time_factor(profile: Profile, memory_factor: float, compute_factor: float
     cost = replace(cost, step_overhead_s=cost.step_overhead_s * compute_factor,
                    layer_overhead_s=cost.layer_overhead_s * compute_factor,
                    sequence_overhead_s=cost.sequence_overhead_s * compute_factor,
-                   sequence_layer_overhead_s=cost.sequence_layer_overhead_s * compute_factor)
+                   sequence_layer_overhead_s=cost.sequence_layer_overhead_s * compute_factor,
+                   wake_overhead_s=cost.wake_overhead_s * compute_factor)
     return replace(profile, device=device, cost=cost)
 
 

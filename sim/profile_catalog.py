@@ -217,6 +217,7 @@ def _check_cost_model(data: dict, add: Add) -> None:
     for key in ("matmul_half_tokens", "step_overhead_s", "layer_overhead_s", "sequence_overhead_s"):
         _number(cm, key, p, add, low_inclusive=True)
     _number(cm, "sequence_layer_overhead_s", p, add, low_inclusive=True, required=False)
+    _number(cm, "wake_overhead_s", p, add, low_inclusive=True, required=False)
     curve = cm.get("matmul_efficiency_curve", [])
     if not isinstance(curve, list):
         add(p + "matmul_efficiency_curve", "expected a list of [tokens, efficiency] pairs")
@@ -415,7 +416,8 @@ def show(name_or_path: str | Path) -> str:
               f"  memory_efficiency {cm.memory_efficiency:g}, attention_efficiency {cm.attention_efficiency:g}",
               f"  overheads: step {cm.step_overhead_s * 1e3:.3g} ms, layer {cm.layer_overhead_s * 1e6:.3g} us, "
               f"sequence {cm.sequence_overhead_s * 1e6:.3g} us, "
-              f"sequence x layer {cm.sequence_layer_overhead_s * 1e6:.3g} us"]
+              f"sequence x layer {cm.sequence_layer_overhead_s * 1e6:.3g} us, "
+              f"wake after idle {cm.wake_overhead_s * 1e3:.3g} ms"]
     if cm.matmul_efficiency_curve:
         lines.append("  matmul efficiency curve: " + ", ".join(f"{t:g}:{e:.2f}" for t, e in cm.matmul_efficiency_curve))
     fit_error, metric = _fit_error(prof)

@@ -32,6 +32,7 @@ class StepLogCost:
     after it (committing tokens) before it looked at the clock again."""
 
     closed_form_decode = False
+    wake_s = 0.0  # a logged step's seconds include its wake-up
 
     def __init__(self, base: CostModel, log: Sequence[tuple[StepShape, float, float]]) -> None:
         self.base = base

@@ -135,6 +135,22 @@ def test_a_call_per_sequence_per_layer_costs_sequences_times_layers(toy_profile)
     assert slow.cost.sequence_layer_overhead_s == pytest.approx(1.5 * per_call_s)
 
 
+def test_the_wake_up_is_no_step_cost_and_scales_with_the_machine(toy_profile):
+    """wake_overhead_s delays the first step after an idle wait (the engine adds it); no step's
+    cost includes it, a slower machine's wake-up is slower, and a run-speed scaled model keeps it."""
+    from sim.cost_model import KindScaledCost
+    from sim.profile import at_time_factor
+
+    woken = dataclasses.replace(toy_profile, cost=dataclasses.replace(toy_profile.cost, wake_overhead_s=0.003))
+    model = get_preset("llama-3-8b")
+    base, with_wake = CostModel(model, toy_profile), CostModel(model, woken)
+    shape = StepShape.for_prefill([300])
+    assert base.wake_s == 0.0 and with_wake.wake_s == 0.003
+    assert with_wake.step_time(shape) == base.step_time(shape)
+    assert CostModel(model, at_time_factor(woken, 1.0, 1.5)).wake_s == pytest.approx(0.0045)
+    assert KindScaledCost(with_wake, 1.2, 2.0).wake_s == pytest.approx(0.006)
+
+
 def test_the_lm_head_is_a_roofline_of_its_own(toy_profile):
     """A long prefill's layers are compute-bound while its one sampled row streams the whole LM
     head: the step pays both (not the larger of their sums), so sampling adds the head's read."""

@@ -10,6 +10,8 @@ import pytest
 from sim.cost_model import CostModel
 from sim.model_spec import get_preset
 from sim.plan import StepShape
+from sim.errors import InputError
+from sim.profile import load_profile
 from sim.scenario import run_scenario, scenario_from_dict
 
 
@@ -56,6 +58,38 @@ def test_lone_request_e2e_is_prefill_plus_decode_steps_exactly(profile_path, toy
     expected = lone_request_service_s(cost, 700, 50)
     assert req.finish_s - req.arrival_s == pytest.approx(expected, rel=1e-12)
     assert req.first_token_s - req.arrival_s == pytest.approx(cost.prefill_time(700), rel=1e-12)
+
+
+def test_the_first_step_after_an_idle_wait_pays_the_machines_wake_up(tmp_path, toy_profile_dict):
+    """A request that finds the engine asleep waits wake_overhead_s more for its first token (and
+    every token after); requests that find it busy, or a batch that is there from the start, never
+    pay it."""
+    plain, woken = tmp_path / "plain.json", tmp_path / "woken.json"
+    plain.write_text(json.dumps(toy_profile_dict))
+    toy_profile_dict["cost_model"]["wake_overhead_s"] = 0.004
+    woken.write_text(json.dumps(toy_profile_dict))
+    apart = {"num_requests": 2, "arrival": {"process": "poisson", "rate_per_s": 0.05},
+             "input_tokens": 700, "output_tokens": 50}
+    window = {"warmup_fraction": 0, "drain_fraction": 0}
+    (a0, a1), (b0, b1) = (run_scenario(scenario_from_dict(scenario(str(p), workload=apart, measurement=window)))
+                          .recorder.requests for p in (plain, woken))
+    assert b0.arrival_s == a0.arrival_s == 0.0 and (b0.first_token_s, b0.finish_s) == (a0.first_token_s, a0.finish_s)
+    assert b1.arrival_s == a1.arrival_s > a0.finish_s  # the second request finds the engine asleep
+    assert b1.first_token_s - a1.first_token_s == pytest.approx(0.004, rel=1e-9)
+    assert b1.finish_s - a1.finish_s == pytest.approx(0.004, rel=1e-9)
+    batch = {"num_requests": 8, "arrival": {"process": "all_at_once"}, "input_tokens": 300,
+             "output_tokens": 20}
+    runs = [run_scenario(scenario_from_dict(scenario(str(p), workload=batch, measurement=window)))
+            for p in (plain, woken)]
+    assert [r.finish_s for r in runs[0].recorder.requests] == [r.finish_s for r in runs[1].recorder.requests]
+
+
+def test_a_negative_wake_up_is_bad_input(tmp_path, toy_profile_dict):
+    toy_profile_dict["cost_model"]["wake_overhead_s"] = -0.001
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(toy_profile_dict))
+    with pytest.raises(InputError, match="cost_model.wake_overhead_s"):
+        load_profile(path)
 
 
 @pytest.mark.parametrize("rho", [0.3, 0.5, 0.7])

@@ -36,6 +36,7 @@ class Recording:
     logged (a stand-in for a real engine's step log, with a fixed loop time after each step)."""
 
     closed_form_decode = False
+    wake_s = 0.0
 
     def __init__(self, base, after_s: float, slower: float = 1.0) -> None:
         self.base, self.after_s, self.slower = base, after_s, slower
