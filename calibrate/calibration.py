@@ -42,6 +42,7 @@ from sim.model_spec import BYTES_PER_ELEMENT, ModelSpec, resolve_model
 from sim.profile import profile_from_dict, write_profile
 
 MEMORY_HEADROOM = 0.85  # a grid may plan to use at most this share of the free memory
+WAKE_BUDGET_S, WAKE_SHARE = 8.0, 0.03  # the wake-up's rounds take at most this (and share of the budget)
 STEAL_WARN_SHARE = 0.10  # the hypervisor's share of all CPUs over a calibration that earns a warning
 PROBE_SHARE = 0.08  # share of the sweep budget for each probe model's first pass
 
@@ -315,8 +316,9 @@ def sweep_models(plan: Plan, grid: Grid, spec: ModelSpec, document: dict, meter,
         budget_s = min(budget_share * total_s, deadline - time.perf_counter())
         sweep.first_pass(meter, budget_s, not args.no_progress)
         sweeps.append(sweep)
-    more_rounds(sweeps, meter, deadline, args.seed)
-    wake = measure_wake(sweeps[0].point_runner, reference_points(grid)[1])
+    wake_budget_s = min(WAKE_BUDGET_S, WAKE_SHARE * plan.budget_s)
+    more_rounds(sweeps, meter, deadline - wake_budget_s, args.seed)
+    wake = measure_wake(sweeps[0].point_runner, reference_points(grid)[1], wake_budget_s, args.seed)
     record = None
     if reference is not None:
         track = reference.finish()

@@ -45,9 +45,9 @@ class RealRun:
     # the clock: committing tokens and bookkeeping.
     before_s: list[float] = field(default_factory=list)
     after_s: list[float] = field(default_factory=list)
-    # each step: whether the engine slept (idle, waiting for an arrival or a timer) before it; such
-    # a step's seconds include the machine's wake-up (sim.profile.CostParams.wake_overhead_s)
-    after_idle: list[bool] = field(default_factory=list)
+    # each step: the seconds the engine slept (idle, waiting for an arrival or a timer) since the
+    # step before; a step after a sleep pays the machine's wake-up (cost_model.wake_overhead_curve)
+    idle_s: list[float] = field(default_factory=list)
 
     @property
     def loop_s(self) -> list[float]:
@@ -118,7 +118,7 @@ def serve(prep: Prepared, runner: Runner, meter: EnergyMeter | None = None, seed
     steps: list[tuple[StepShape, float]] = []
     before_s: list[float] = []
     after_s: list[float] = []
-    after_idle: list[bool] = []
+    idle_s: list[float] = []
     (sched,) = prep.make_schedulers(recorder)
     traffic = _Traffic(prep.load, sc.measurement.warmup_fraction, sc.measurement.drain_fraction)
     token_rng = np.random.default_rng(seed)
@@ -130,7 +130,7 @@ def serve(prep: Prepared, runner: Runner, meter: EnergyMeter | None = None, seed
     ready = 0.0  # when the simulator would schedule next: a step's loop ended, or a wait did
     stepped = False
     woke: float | None = None  # the deadline a wait was for
-    slept = False  # the engine slept since its last step
+    slept = 0.0  # seconds the engine slept since its last step
     try:
         while True:
             now = clock() - t0
@@ -152,7 +152,7 @@ def serve(prep: Prepared, runner: Runner, meter: EnergyMeter | None = None, seed
                 woke = _sleep_until(t0, clock, traffic.next_due_s(), sched.next_wakeup_s)
                 if woke is not None:
                     ready = max(ready, woke)
-                    slept = slept or woke > now
+                    slept += max(woke - now, 0.0)
                 continue
             start = clock() - t0
             runner.execute(plan)
@@ -160,8 +160,8 @@ def serve(prep: Prepared, runner: Runner, meter: EnergyMeter | None = None, seed
             end = clock() - t0
             steps.append((plan.shape(), end - start))
             before_s.append(max(start - ready, 0.0))
-            after_idle.append(slept)
-            stepped, slept = True, False
+            idle_s.append(slept)
+            stepped, slept = True, 0.0
             sampled, new_prompt = step_tokens(plan, sched)
             for req in sched.commit(plan, StepTimes(start, end - start, 0.0, 1)):
                 runner.free(req.request_id)
@@ -179,7 +179,7 @@ def serve(prep: Prepared, runner: Runner, meter: EnergyMeter | None = None, seed
     summary = finish_summary(prep, recorder, [sched])
     summary["energy"] = _measured_energy(summary, reading, meter)
     summary["engine"] = {"kind": "real", "device": str(runner.device), "wall_s": wall}
-    return RealRun(summary, recorder, wall, steps, before_s, after_s, after_idle)
+    return RealRun(summary, recorder, wall, steps, before_s, after_s, idle_s)
 
 
 def _arrive(req: Request, sched: BatchScheduler, runner: Runner, recorder: RunRecorder,

@@ -190,16 +190,17 @@ def step_kind(shape: StepShape) -> str:
 
 
 def step_errors(steps: list[tuple[StepShape, float]], cost: CostModel, loop_s: list[float],
-                after_idle: list[bool] | None = None) -> dict:
+                idle_s: list[float] | None = None) -> dict:
     """The real engine's steps against the cost model, by kind and in all: how many, measured and
     predicted seconds summed, the relative error of the sum and the median step's ratio; and under
     "loop", the engine loop's own seconds around each step (loop_s; not in the cost model). A step
-    the engine slept before (after_idle) is predicted with the profile's wake-up added, as the
-    simulator runs it; "all" counts them (num_after_idle)."""
+    the engine slept before (idle_s: seconds slept since the step before) is predicted with the
+    profile's wake-up after that long added, as the simulator runs it; "all" counts them
+    (num_after_idle) and sums the wake-up predicted (wake_s)."""
     groups: dict[str, list[tuple[float, float]]] = {}
-    woke = after_idle or [False] * len(steps)
-    for (shape, seconds), idle in zip(steps, woke):
-        pair = (seconds, cost.step_time(shape) + (cost.wake_s if idle else 0.0))
+    idles = idle_s or [0.0] * len(steps)
+    for (shape, seconds), idle in zip(steps, idles):
+        pair = (seconds, cost.step_time(shape) + cost.wake_time(idle))
         groups.setdefault(step_kind(shape), []).append(pair)
         groups.setdefault("all", []).append(pair)
     out = {}
@@ -211,8 +212,9 @@ def step_errors(steps: list[tuple[StepShape, float]], cost: CostModel, loop_s: l
         out[kind] = {"num_steps": len(pairs), "measured_s": measured, "predicted_s": predicted,
                      "rel_error": (predicted - measured) / measured if measured else None,
                      "median_ratio": statistics.median(p / m for m, p in pairs if m > 0)}
-    if after_idle is not None and "all" in out:
-        out["all"] |= {"num_after_idle": sum(after_idle), "wake_s": cost.wake_s}
+    if idle_s is not None and "all" in out:
+        out["all"] |= {"num_after_idle": sum(idle > 0 for idle in idle_s),
+                       "wake_s": sum(cost.wake_time(idle) for idle in idle_s)}
     if loop_s:
         stepped = sum(seconds for _, seconds in steps)
         out["loop"] = {"num_steps": len(loop_s), "seconds": sum(loop_s), "median_s": statistics.median(loop_s),
@@ -407,7 +409,7 @@ def validate(name: str, sc: Scenario, profile: Profile, device: str = "cpu", tdp
         at_speed = run_scenario(sc, at_time_factor(profile, speed.memory_factor, speed.compute_factor))
         at_speed_rows = compare(at_speed.summary, measured)
     steps = step_errors([s for r in runs for s in r.steps], prep.cost, [t for r in runs for t in r.loop_s],
-                        [idle for r in runs for idle in r.after_idle])
+                        [idle for r in runs for idle in r.idle_s])
     run_speed = run_speed_factors(steps)
     run_speed_rows = None
     if run_speed:
@@ -468,7 +470,7 @@ def format_diagnostics(v: Validation) -> str:
             lines.append(f"engine loop: {e['median_s'] * 1e3:.3f} ms a step (median) between steps, "
                          f"{percent(e['share_of_step_time'])} of step time; the cost model leaves it out")
             continue
-        woke = (f"; {e['num_after_idle']} after the engine slept, each +{e['wake_s'] * 1e3:.2f} ms wake-up"
+        woke = (f"; {e['num_after_idle']} after the engine slept, +{e['wake_s'] * 1e3:.2f} ms of wake-up in all"
                 if e.get("num_after_idle") else "")
         lines.append(f"steps {kind:<8}{e['num_steps']:>6} steps: measured {e['measured_s']:.3f} s, "
                      f"cost model {e['predicted_s']:.3f} s ({percent(e['rel_error'])}; median step ratio "

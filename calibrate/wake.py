@@ -1,36 +1,53 @@
 """The machine's wake-up: how much longer a step takes when the engine slept before it.
 
-A serving engine sleeps between arrivals, and the step that follows pays for waking: thread-pool
-workers parked on a futex, a vCPU the hypervisor descheduled (on the 2-vCPU EPYC VM a step after a
-2 ms sleep took up to 1.4x a back-to-back one), a GPU's idle clocks. The sweep times every point
-back to back, so its fit never sees this. Measured here: pairs of the same step, one right after
-a warm step and one after sleeping `idle_s`, interleaved so the machine's drift falls on both; the
-wake-up is the difference of the two medians, never below 0 (`cost_model.wake_overhead_s`, added
-by the simulator to the first step after an idle wait).
+A serving engine sleeps between arrivals, and the step that wakes it pays for parked thread-pool
+workers, a vCPU the hypervisor descheduled or a GPU's idle clocks, more the longer it slept: on the
+2-vCPU EPYC VM, a quiet host, a 34 ms prefill took +0.6 ms after a 20 ms sleep, +2 ms after 100 ms
+and +3.5 ms after 300 ms; with busy neighbours, tens of ms. The sweep times every point back to
+back, so its fit never sees this. Measured here: the same step right after a warm step and after
+sleeping each of WAKE_IDLES_S, in shuffled rounds so the machine's drift falls on all of them; the
+wake-up at an idle is the difference of its median and the back-to-back median, made
+non-decreasing in idle (a longer sleep never wakes faster; the medians' noise would say so).
+It is `cost_model.wake_overhead_curve`, which the simulator adds before the first step after
+every idle wait (`sim.profile.wake_time`).
 """
 
 from __future__ import annotations
 
+import random
 import statistics
+import time
 
 from calibrate.sweep import Point, PointRunner
 
-WAKE_IDLE_S = 0.02  # the sleep before a woken step: longer than thread pools spin, shorter than most gaps
-WAKE_PAIRS = 15
+WAKE_IDLES_S = (0.005, 0.03, 0.2)  # gaps between arrivals: short, typical, long
+MIN_ROUNDS, MAX_ROUNDS = 5, 15
 
 
-def measure_wake(point_runner: PointRunner, point: Point, pairs: int = WAKE_PAIRS,
-                 idle_s: float = WAKE_IDLE_S) -> dict:
-    """measurements.wake: the point's median seconds back to back and after idle_s of sleep, and
-    their difference (wake_overhead_s)."""
-    back_to_back, after_idle = [], []
+def measure_wake(point_runner: PointRunner, point: Point, budget_s: float, seed: int = 0) -> dict:
+    """measurements.wake: the point's median seconds back to back and after each idle sleep, and
+    the wake-up curve from them. Rounds continue while budget_s lasts (at least MIN_ROUNDS)."""
+    rng = random.Random(seed)
+    back_to_back: list[float] = []
+    after: dict[float, list[float]] = {idle: [] for idle in WAKE_IDLES_S}
+    began = time.perf_counter()
     point_runner.time_once(point)
-    for _ in range(pairs):
-        point_runner.time_once(point)  # the step before the back-to-back one
-        back_to_back.append(point_runner.time_once(point)[0])
-        after_idle.append(point_runner.time_once(point, idle_s=idle_s)[0])
-    back_s, woken_s = statistics.median(back_to_back), statistics.median(after_idle)
+    rounds = 0
+    while rounds < MAX_ROUNDS and (rounds < MIN_ROUNDS or time.perf_counter() - began < budget_s):
+        order = [0.0, *WAKE_IDLES_S]
+        rng.shuffle(order)
+        for idle in order:
+            point_runner.time_once(point)  # the step before: every timed step follows one
+            seconds = point_runner.time_once(point, idle_s=idle)[0]
+            (after[idle] if idle else back_to_back).append(seconds)
+        rounds += 1
+    back_s = statistics.median(back_to_back)
+    curve, extra = [], 0.0
+    for idle in WAKE_IDLES_S:
+        extra = max(extra, statistics.median(after[idle]) - back_s)
+        curve.append([idle, float(f"{extra:.6g}")])
     return {"point": {"kind": point.kind, "batch": point.batch, "length": point.length},
-            "model": point_runner.model_name, "idle_s": idle_s, "pairs": pairs,
-            "back_to_back_s": float(f"{back_s:.6g}"), "after_idle_s": float(f"{woken_s:.6g}"),
-            "wake_overhead_s": float(f"{max(woken_s - back_s, 0.0):.6g}")}
+            "model": point_runner.model_name, "rounds": rounds,
+            "back_to_back_s": float(f"{back_s:.6g}"),
+            "after_idle_s": [[idle, float(f"{statistics.median(after[idle]):.6g}")] for idle in WAKE_IDLES_S],
+            "wake_overhead_curve": curve}

@@ -16,7 +16,8 @@ Modelled, per device of a TP group (weights, heads and KV heads split TP ways):
   * fixed overheads: per step, per layer (kernel launches / Python), per sequence (metadata), and
     per sequence per layer (each sequence's attention is a call of its own: a CPU engine's
     scaled_dot_product_attention per decode, a GPU's per-sequence work partition).
-  * waking: the first step after the engine sat idle starts `wake_overhead_s` late (sim.engine).
+  * waking: the first step after the engine sat idle starts late, by the profile's wake-up curve
+    at the idle's length (sim.engine).
   * tensor parallelism: two all-reduces of the step's activations per layer over the interconnect
     (ring: 2 (tp-1)/tp x bytes / bandwidth + latency each).
   * MoE: every token runs top-k experts; the step reads the expected number of distinct experts.
@@ -37,7 +38,7 @@ from dataclasses import dataclass, replace
 from sim.errors import InputError
 from sim.model_spec import BYTES_PER_ELEMENT, ModelSpec
 from sim.plan import StepShape
-from sim.profile import CostParams, Profile
+from sim.profile import CostParams, Profile, wake_time
 
 COMPUTE_DTYPE_OF_WEIGHTS = {"fp32": "fp32", "bf16": "bf16", "fp16": "fp16", "fp8": "fp8",
                             "int8": "bf16", "int4": "bf16"}
@@ -126,8 +127,6 @@ class CostModel:
         self._decode_w = power.decode_w * tp
         self._compute_extra_w = (power.prefill_w - power.decode_w) * tp
         self.idle_power_w = power.idle_w * tp
-        # the first step after the engine sat idle starts this much later (sim.engine)
-        self.wake_s = params.wake_overhead_s
 
     # ---- pieces ----------------------------------------------------------------------------
     def _weight_bytes(self, num_tokens: int, num_sampled: int) -> float:
@@ -179,6 +178,10 @@ class CostModel:
     def step_time(self, shape: StepShape) -> float:
         return self.step_cost(shape).time_s
 
+    def wake_time(self, idle_s: float) -> float:
+        """Seconds the first step after idle_s of idle starts late (sim.engine)."""
+        return wake_time(self.params.wake_overhead_curve, idle_s)
+
     def decode_line(self, num_seqs: int, num_sampled: int, context_tokens_before: int
                     ) -> tuple[float, float, float, float]:
         """Decode-only steps of a fixed batch: step j takes alpha + beta*j seconds and
@@ -215,7 +218,6 @@ class KindScaledCost:
             if not factor > 0 or not math.isfinite(factor):
                 raise ValueError(f"time factor must be a positive number, got {factor}")
         self.base, self.decode_factor, self.prefill_factor = base, decode_factor, prefill_factor
-        self.wake_s = base.wake_s * prefill_factor  # a step after idle is a prefill's, nearly always
 
     def step_cost(self, shape: StepShape) -> StepCost:
         step = self.base.step_cost(shape)
@@ -224,6 +226,9 @@ class KindScaledCost:
 
     def step_time(self, shape: StepShape) -> float:
         return self.step_cost(shape).time_s
+
+    def wake_time(self, idle_s: float) -> float:  # the step after idle is a prefill, nearly always
+        return self.base.wake_time(idle_s) * self.prefill_factor
 
     def decode_line(self, num_seqs: int, num_sampled: int, context_tokens_before: int
                     ) -> tuple[float, float, float, float]:

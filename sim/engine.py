@@ -6,8 +6,9 @@ A decode-only plan may repeat up to `max_repeats` steps whose times are a closed
 (alpha + beta j), so one SimPy timeout covers the whole run of steps (unless the cost model has no
 closed form: then, as the real engine, it runs one step at a time). An arrival that the policy
 could act on interrupts the run: the step in progress completes, the rest are not executed.
-The first step after the engine sat idle starts `cost.wake_s` later than planned: the machine's
-wake-up (sleeping threads, a descheduled vCPU, a GPU's idle clocks), measured by `calibrate`.
+The first step after the engine sat idle starts `cost.wake_time(idle seconds)` later than planned:
+the machine's wake-up (parked threads, a descheduled vCPU, a GPU's idle clocks), measured by
+`calibrate`.
 """
 
 from __future__ import annotations
@@ -52,8 +53,7 @@ class Replica:
 
     def run(self):
         env, sched, cost = self.env, self.scheduler, self.cost
-        wake_s = cost.wake_s
-        woke = False  # the engine sat idle since its last step
+        idle_s = 0.0  # how long the engine sat idle since its last step
         while True:
             plan = sched.schedule(env.now)
             if plan is None:  # idle until an arrival (or the policy's own timer)
@@ -65,11 +65,13 @@ class Replica:
                 except simpy.Interrupt:
                     pass
                 self._interruptible = False
-                woke = woke or env.now > idle_from
+                idle_s += env.now - idle_from
                 continue
-            if woke and wake_s > 0:  # the plan is made; the idle machine takes this long to start it
-                yield env.timeout(wake_s)
-            woke = False
+            if idle_s > 0:  # the plan is made; the idle machine takes this long to start it
+                delay_s = cost.wake_time(idle_s)
+                idle_s = 0.0
+                if delay_s > 0:
+                    yield env.timeout(delay_s)
             start = env.now
             if plan.prefill or plan.max_repeats == 1 or not cost.closed_form_decode:
                 step = cost.step_cost(plan.shape())

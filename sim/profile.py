@@ -72,9 +72,10 @@ class CostParams:
     # per sequence per decoder layer: each sequence's attention is its own call (kernel launch or,
     # on a CPU, one scaled_dot_product_attention of ~20 us), so it grows with both
     sequence_layer_overhead_s: float = 0.0
-    # the first step after the engine sat idle starts this much later (threads and vCPUs asleep, a
-    # GPU's idle clocks): measured by calibrate beside back-to-back steps
-    wake_overhead_s: float = 0.0
+    # [(idle_s, extra_s)]: the first step after the engine sat idle for idle_s starts extra_s later
+    # (parked threads, a descheduled vCPU, a GPU's idle clocks; longer idle, slower wake-up):
+    # measured by calibrate beside back-to-back steps; see wake_time
+    wake_overhead_curve: tuple[tuple[float, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -255,7 +256,7 @@ def profile_from_dict(data: Any, where: str) -> Profile:
                                        default=0.0),
         sequence_layer_overhead_s=r.number(cm, "sequence_layer_overhead_s", p, strict=False,
                                            default=0.0),
-        wake_overhead_s=r.number(cm, "wake_overhead_s", p, strict=False, default=0.0),
+        wake_overhead_curve=_wake_curve(r, cm, p),
     )
 
     pw = r.section(data, "power")
@@ -283,6 +284,39 @@ def profile_from_dict(data: Any, where: str) -> Profile:
                    price=price, measurements=measurements, raw=data)
 
 
+def wake_time(curve: tuple[tuple[float, float], ...], idle_s: float) -> float:
+    """Seconds a step starts late after the engine sat idle for idle_s, from a wake-up curve
+    [(idle_s, extra_s)]: interpolated in log(idle), flat beyond the longest idle, and falling in
+    proportion to zero below the shortest (no idle, no wake-up)."""
+    if not curve or idle_s <= 0:
+        return 0.0
+    if idle_s <= curve[0][0]:
+        return curve[0][1] * idle_s / curve[0][0]
+    for (i0, e0), (i1, e1) in zip(curve, curve[1:]):
+        if idle_s <= i1:
+            w = math.log(idle_s / i0) / math.log(i1 / i0)
+            return e0 + w * (e1 - e0)
+    return curve[-1][1]
+
+
+def _wake_curve(r, cm: dict, p: str) -> tuple[tuple[float, float], ...]:
+    raw = cm.get("wake_overhead_curve", [])
+    name = p + "wake_overhead_curve"
+    if not isinstance(raw, list):
+        raise r.fail(name, "expected a list of [idle_s, extra_s] pairs")
+    curve: list[tuple[float, float]] = []
+    for i, point in enumerate(raw):
+        ok = (isinstance(point, (list, tuple)) and len(point) == 2
+              and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                      for v in point))
+        if not ok or point[0] <= 0 or point[1] < 0:
+            raise r.fail(f"{name}[{i}]", f"expected [idle_s > 0, extra_s >= 0], got {point!r}")
+        if curve and point[0] <= curve[-1][0]:
+            raise r.fail(f"{name}[{i}]", "idle times must increase")
+        curve.append((float(point[0]), float(point[1])))
+    return tuple(curve)
+
+
 def at_time_factor(profile: Profile, memory_factor: float, compute_factor: float | None = None) -> Profile:
     """The same machine with its memory streaming `memory_factor` times as long and its compute
     (and fixed, CPU-side overheads) `compute_factor` times as long (default: the same factor):
@@ -304,7 +338,8 @@ def at_time_factor(profile: Profile, memory_factor: float, compute_factor: float
                    layer_overhead_s=cost.layer_overhead_s * compute_factor,
                    sequence_overhead_s=cost.sequence_overhead_s * compute_factor,
                    sequence_layer_overhead_s=cost.sequence_layer_overhead_s * compute_factor,
-                   wake_overhead_s=cost.wake_overhead_s * compute_factor)
+                   wake_overhead_curve=tuple((idle, extra * compute_factor)
+                                             for idle, extra in cost.wake_overhead_curve))
     return replace(profile, device=device, cost=cost)
 
 

@@ -16,7 +16,7 @@ from calibrate.cli import main as calibrate_main  # noqa: E402
 from calibrate.validate import run_speed_factors, step_errors, validate  # noqa: E402
 from calibrate.validate_cli import main as validate_main  # noqa: E402
 from sim.profile import load_profile  # noqa: E402
-from sim.scenario import scenario_from_dict  # noqa: E402
+from sim.scenario import prepare, scenario_from_dict  # noqa: E402
 
 GRID = ["--model", "tiny", "--batches", "1,2,4,8", "--prompt-lens", "8,32,64", "--contexts", "16,64,128",
         "--mixed-chunks", "16", "--mixed-batches", "2", "--repeats", "3", "--time-budget", "30",
@@ -67,10 +67,11 @@ def test_real_engine_and_simulator_serve_the_identical_workload(tiny_profile, po
         == len(result.runs[0].steps) > 0
     # 40 requests a second against millisecond steps: the engine sleeps between arrivals, and the
     # steps after a sleep are told apart (the profile's wake-up is added to their prediction)
-    after_idle = result.runs[0].after_idle
-    assert len(after_idle) == len(result.runs[0].steps) and 0 < sum(after_idle) < len(after_idle)
-    assert result.steps["all"]["num_after_idle"] == sum(after_idle)
-    assert result.steps["all"]["wake_s"] == profile.cost.wake_overhead_s
+    idle_s = result.runs[0].idle_s
+    assert len(idle_s) == len(result.runs[0].steps) and 0 < sum(s > 0 for s in idle_s) < len(idle_s)
+    assert result.steps["all"]["num_after_idle"] == sum(s > 0 for s in idle_s)
+    cost = prepare(result.scenario, profile).cost
+    assert result.steps["all"]["wake_s"] == pytest.approx(sum(cost.wake_time(s) for s in idle_s))
     assert result.speed is not None and result.speed.factor > 0 and result.speed.after is not None
     assert len(result.at_speed_rows) == len(result.rows)
     # the run speed: the prediction at the speeds the run's own steps ran at
@@ -187,11 +188,11 @@ def test_step_errors_compare_each_real_step_with_the_cost_model(tiny_profile):
     import dataclasses
     profile = load_profile(tiny_profile)
     woken = CostModel(get_preset("tiny").with_dtypes(weight_dtype="fp32"), dataclasses.replace(
-        profile, cost=dataclasses.replace(profile.cost, wake_overhead_s=1e-3)))
-    e = step_errors(steps, woken, [], [False, False, True, False])
+        profile, cost=dataclasses.replace(profile.cost, wake_overhead_curve=((0.01, 1e-3),))))
+    e = step_errors(steps, woken, [], [0.0, 0.0, 0.5, 0.0])
     assert e["prefill"]["predicted_s"] == pytest.approx(woken.step_time(prefill) + 1e-3)
     assert e["decode"]["predicted_s"] == pytest.approx(2 * woken.step_time(decode))
-    assert e["all"]["num_after_idle"] == 1 and e["all"]["wake_s"] == 1e-3
+    assert e["all"]["num_after_idle"] == 1 and e["all"]["wake_s"] == pytest.approx(1e-3)
 
 
 def test_reference_points_are_quick_calibration_points_spread_over_their_times(tiny_profile):

@@ -36,7 +36,9 @@ class Recording:
     logged (a stand-in for a real engine's step log, with a fixed loop time after each step)."""
 
     closed_form_decode = False
-    wake_s = 0.0
+
+    def wake_time(self, idle_s: float) -> float:
+        return 0.0
 
     def __init__(self, base, after_s: float, slower: float = 1.0) -> None:
         self.base, self.after_s, self.slower = base, after_s, slower
