@@ -5,8 +5,8 @@ memory (bad input fails here, before anything slow); microbenchmarks; choose the
 and idle power; first passes of the sweep on the calibration model and on probe models (a
 shallower copy, and a narrower one where the cost model can use it: with one shape alone,
 per-step and per-layer overheads and weight streaming cannot be told apart); more visits to all
-measured points while the budget lasts; the machine's wake-up after an idle sleep; the fit; the profile document, validated and written
-atomically.
+measured points while the budget lasts; the machine's wake-up after idle sleeps; the fit; the
+profile document, validated and written atomically.
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ What is fitted (see `sim.cost_model` for the form; it is evaluated, never re-imp
   * where `sim.profile.CostParams` has them (proposed extensions): kv_memory_efficiency (bandwidth
     fraction of decode attention's KV reads) and matmul_width_exponent (GEMM efficiency growing
     with the model's width; needs points of two widths).
-Peak FLOP/s and bandwidth come from the microbenchmarks and stay fixed; wake_overhead_curve is copied
-from measurements.wake where present (measured, not fitted: calibrate.wake).
+Peak FLOP/s and bandwidth come from the microbenchmarks and stay fixed; wake_slowdown_curve is
+copied from measurements.wake where present (measured, not fitted: calibrate.wake).
 
 How: `scipy.optimize.least_squares` on log(predicted / measured) (relative errors, so a 2 ms decode
 step weighs as much as a 2 s prefill), with bounds (efficiencies in (0, 1.5], overheads >= 0) and a
@@ -219,7 +219,7 @@ def fit_profile(document: dict, where: str = "profile", max_nfev: int = 400) -> 
     cm["matmul_efficiency_curve"] = [[int(t), _round(e)] for t, e in params.matmul_efficiency_curve]
     wake = doc["measurements"].get("wake")
     if wake:  # measured beside the sweep, not fitted (calibrate.wake)
-        cm["wake_overhead_curve"] = wake["wake_overhead_curve"]
+        cm["wake_slowdown_curve"] = wake["wake_slowdown_curve"]
     cm["fit"] = None
     # Score with the rounded parameters as written, through the same loader the simulator uses.
     fitted = profile_from_dict(doc, where)

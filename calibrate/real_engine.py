@@ -46,7 +46,7 @@ class RealRun:
     before_s: list[float] = field(default_factory=list)
     after_s: list[float] = field(default_factory=list)
     # each step: the seconds the engine slept (idle, waiting for an arrival or a timer) since the
-    # step before; a step after a sleep pays the machine's wake-up (cost_model.wake_overhead_curve)
+    # step before; a step after a sleep pays the machine's wake-up (cost_model.wake_slowdown_curve)
     idle_s: list[float] = field(default_factory=list)
 
     @property

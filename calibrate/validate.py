@@ -194,13 +194,13 @@ def step_errors(steps: list[tuple[StepShape, float]], cost: CostModel, loop_s: l
     """The real engine's steps against the cost model, by kind and in all: how many, measured and
     predicted seconds summed, the relative error of the sum and the median step's ratio; and under
     "loop", the engine loop's own seconds around each step (loop_s; not in the cost model). A step
-    the engine slept before (idle_s: seconds slept since the step before) is predicted with the
-    profile's wake-up after that long added, as the simulator runs it; "all" counts them
-    (num_after_idle) and sums the wake-up predicted (wake_s)."""
+    the engine slept before (idle_s: seconds slept since the step before) is predicted slowed by
+    the profile's wake-up after that long, as the simulator runs it; "all" counts them
+    (num_after_idle) and sums the wake-up's seconds predicted (wake_s)."""
     groups: dict[str, list[tuple[float, float]]] = {}
     idles = idle_s or [0.0] * len(steps)
     for (shape, seconds), idle in zip(steps, idles):
-        pair = (seconds, cost.step_time(shape) + cost.wake_time(idle))
+        pair = (seconds, cost.step_time(shape) * (1.0 + cost.wake_slowdown(idle)))
         groups.setdefault(step_kind(shape), []).append(pair)
         groups.setdefault("all", []).append(pair)
     out = {}
@@ -214,7 +214,8 @@ def step_errors(steps: list[tuple[StepShape, float]], cost: CostModel, loop_s: l
                      "median_ratio": statistics.median(p / m for m, p in pairs if m > 0)}
     if idle_s is not None and "all" in out:
         out["all"] |= {"num_after_idle": sum(idle > 0 for idle in idle_s),
-                       "wake_s": sum(cost.wake_time(idle) for idle in idle_s)}
+                       "wake_s": sum(cost.step_time(shape) * cost.wake_slowdown(idle)
+                                     for (shape, _), idle in zip(steps, idle_s) if idle > 0)}
     if loop_s:
         stepped = sum(seconds for _, seconds in steps)
         out["loop"] = {"num_steps": len(loop_s), "seconds": sum(loop_s), "median_s": statistics.median(loop_s),

@@ -1,15 +1,19 @@
 """The machine's wake-up: how much longer a step takes when the engine slept before it.
 
-A serving engine sleeps between arrivals, and the step that wakes it pays for parked thread-pool
-workers, a vCPU the hypervisor descheduled or a GPU's idle clocks, more the longer it slept: on the
-2-vCPU EPYC VM, a quiet host, a 34 ms prefill took +0.6 ms after a 20 ms sleep, +2 ms after 100 ms
-and +3.5 ms after 300 ms; with busy neighbours, tens of ms. The sweep times every point back to
-back, so its fit never sees this. Measured here: the same step right after a warm step and after
-sleeping each of WAKE_IDLES_S, in shuffled rounds so the machine's drift falls on all of them; the
-wake-up at an idle is the difference of its median and the back-to-back median, made
-non-decreasing in idle (a longer sleep never wakes faster; the medians' noise would say so).
-It is `cost_model.wake_overhead_curve`, which the simulator adds before the first step after
-every idle wait (`sim.profile.wake_time`).
+A serving engine sleeps between arrivals, and the step that wakes it runs slower: thread-pool
+workers are parked, the hypervisor has descheduled a vCPU, a GPU has lowered its clocks; more so
+the longer it slept. On the 2-vCPU EPYC VM with quiet neighbours, after a 30 ms / 200 ms sleep a
+33 ms prefill took +3-5 %, a 106 ms prefill +5-7 % (so the cost grows with the step, roughly in
+proportion, rather than being a fixed delay) and a 12 ms decode +15 %; with busy neighbours,
+tens of ms more. The sweep times every point back to back, so its fit never sees this.
+
+Measured here on the compute reference step (the prefill of one short prompt: the step an arrival
+that wakes the engine brings): the step right after a warm step, and after sleeping each of
+WAKE_IDLES_S, in shuffled rounds so the machine's drift falls on all of them. The slowdown at an
+idle is the ratio of its median to the back-to-back median, minus one, made non-decreasing in
+idle (a longer sleep never wakes faster; the medians' noise would say so). It is
+`cost_model.wake_slowdown_curve`: the simulator stretches the first step after every idle wait by
+it (`sim.profile.wake_slowdown`).
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ MIN_ROUNDS, MAX_ROUNDS = 5, 15
 
 def measure_wake(point_runner: PointRunner, point: Point, budget_s: float, seed: int = 0) -> dict:
     """measurements.wake: the point's median seconds back to back and after each idle sleep, and
-    the wake-up curve from them. Rounds continue while budget_s lasts (at least MIN_ROUNDS)."""
+    the wake-up's slowdown curve from them. Rounds continue while budget_s lasts (at least
+    MIN_ROUNDS)."""
     rng = random.Random(seed)
     back_to_back: list[float] = []
     after: dict[float, list[float]] = {idle: [] for idle in WAKE_IDLES_S}
@@ -42,12 +47,12 @@ def measure_wake(point_runner: PointRunner, point: Point, budget_s: float, seed:
             (after[idle] if idle else back_to_back).append(seconds)
         rounds += 1
     back_s = statistics.median(back_to_back)
-    curve, extra = [], 0.0
+    curve, slowdown = [], 0.0
     for idle in WAKE_IDLES_S:
-        extra = max(extra, statistics.median(after[idle]) - back_s)
-        curve.append([idle, float(f"{extra:.6g}")])
+        slowdown = max(slowdown, statistics.median(after[idle]) / back_s - 1.0)
+        curve.append([idle, round(slowdown, 4)])
     return {"point": {"kind": point.kind, "batch": point.batch, "length": point.length},
             "model": point_runner.model_name, "rounds": rounds,
             "back_to_back_s": float(f"{back_s:.6g}"),
             "after_idle_s": [[idle, float(f"{statistics.median(after[idle]):.6g}")] for idle in WAKE_IDLES_S],
-            "wake_overhead_curve": curve}
+            "wake_slowdown_curve": curve}

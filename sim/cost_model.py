@@ -16,7 +16,7 @@ Modelled, per device of a TP group (weights, heads and KV heads split TP ways):
   * fixed overheads: per step, per layer (kernel launches / Python), per sequence (metadata), and
     per sequence per layer (each sequence's attention is a call of its own: a CPU engine's
     scaled_dot_product_attention per decode, a GPU's per-sequence work partition).
-  * waking: the first step after the engine sat idle starts late, by the profile's wake-up curve
+  * waking: the first step after the engine sat idle takes longer, by the profile's wake-up curve
     at the idle's length (sim.engine).
   * tensor parallelism: two all-reduces of the step's activations per layer over the interconnect
     (ring: 2 (tp-1)/tp x bytes / bandwidth + latency each).
@@ -38,7 +38,7 @@ from dataclasses import dataclass, replace
 from sim.errors import InputError
 from sim.model_spec import BYTES_PER_ELEMENT, ModelSpec
 from sim.plan import StepShape
-from sim.profile import CostParams, Profile, wake_time
+from sim.profile import CostParams, Profile, wake_slowdown
 
 COMPUTE_DTYPE_OF_WEIGHTS = {"fp32": "fp32", "bf16": "bf16", "fp16": "fp16", "fp8": "fp8",
                             "int8": "bf16", "int4": "bf16"}
@@ -178,9 +178,9 @@ class CostModel:
     def step_time(self, shape: StepShape) -> float:
         return self.step_cost(shape).time_s
 
-    def wake_time(self, idle_s: float) -> float:
-        """Seconds the first step after idle_s of idle starts late (sim.engine)."""
-        return wake_time(self.params.wake_overhead_curve, idle_s)
+    def wake_slowdown(self, idle_s: float) -> float:
+        """The first step after idle_s of idle takes (1 + this) times its time (sim.engine)."""
+        return wake_slowdown(self.params.wake_slowdown_curve, idle_s)
 
     def decode_line(self, num_seqs: int, num_sampled: int, context_tokens_before: int
                     ) -> tuple[float, float, float, float]:
@@ -227,8 +227,8 @@ class KindScaledCost:
     def step_time(self, shape: StepShape) -> float:
         return self.step_cost(shape).time_s
 
-    def wake_time(self, idle_s: float) -> float:  # the step after idle is a prefill, nearly always
-        return self.base.wake_time(idle_s) * self.prefill_factor
+    def wake_slowdown(self, idle_s: float) -> float:
+        return self.base.wake_slowdown(idle_s)
 
     def decode_line(self, num_seqs: int, num_sampled: int, context_tokens_before: int
                     ) -> tuple[float, float, float, float]:

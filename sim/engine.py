@@ -6,9 +6,9 @@ A decode-only plan may repeat up to `max_repeats` steps whose times are a closed
 (alpha + beta j), so one SimPy timeout covers the whole run of steps (unless the cost model has no
 closed form: then, as the real engine, it runs one step at a time). An arrival that the policy
 could act on interrupts the run: the step in progress completes, the rest are not executed.
-The first step after the engine sat idle starts `cost.wake_time(idle seconds)` later than planned:
-the machine's wake-up (parked threads, a descheduled vCPU, a GPU's idle clocks), measured by
-`calibrate`.
+The first step after the engine sat idle takes (1 + `cost.wake_slowdown(idle seconds)`) times its
+cost-model time, alone: the machine's wake-up (parked threads, a descheduled vCPU, a GPU's idle
+clocks), measured by `calibrate`.
 """
 
 from __future__ import annotations
@@ -67,16 +67,14 @@ class Replica:
                 self._interruptible = False
                 idle_s += env.now - idle_from
                 continue
-            if idle_s > 0:  # the plan is made; the idle machine takes this long to start it
-                delay_s = cost.wake_time(idle_s)
-                idle_s = 0.0
-                if delay_s > 0:
-                    yield env.timeout(delay_s)
+            slow = cost.wake_slowdown(idle_s) if idle_s > 0 else 0.0  # the machine wakes up
+            idle_s = 0.0
             start = env.now
-            if plan.prefill or plan.max_repeats == 1 or not cost.closed_form_decode:
+            if plan.prefill or plan.max_repeats == 1 or not cost.closed_form_decode or slow:
                 step = cost.step_cost(plan.shape())
-                yield env.timeout(step.time_s)
-                self._commit(plan, StepTimes(start, step.time_s, 0.0, 1), step.energy_j)
+                time_s = step.time_s * (1.0 + slow)
+                yield env.timeout(time_s)
+                self._commit(plan, StepTimes(start, time_s, 0.0, 1), step.energy_j * (1.0 + slow))
                 if step.after_s > 0:
                     yield env.timeout(step.after_s)
             else:

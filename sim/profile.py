@@ -72,10 +72,10 @@ class CostParams:
     # per sequence per decoder layer: each sequence's attention is its own call (kernel launch or,
     # on a CPU, one scaled_dot_product_attention of ~20 us), so it grows with both
     sequence_layer_overhead_s: float = 0.0
-    # [(idle_s, extra_s)]: the first step after the engine sat idle for idle_s starts extra_s later
-    # (parked threads, a descheduled vCPU, a GPU's idle clocks; longer idle, slower wake-up):
-    # measured by calibrate beside back-to-back steps; see wake_time
-    wake_overhead_curve: tuple[tuple[float, float], ...] = ()
+    # [(idle_s, slowdown)]: the first step after the engine sat idle for idle_s takes (1 + slowdown)
+    # times its time (parked threads, a descheduled vCPU, a GPU's idle clocks; longer idle, slower
+    # wake-up): measured by calibrate beside back-to-back steps; see wake_slowdown
+    wake_slowdown_curve: tuple[tuple[float, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -256,7 +256,7 @@ def profile_from_dict(data: Any, where: str) -> Profile:
                                        default=0.0),
         sequence_layer_overhead_s=r.number(cm, "sequence_layer_overhead_s", p, strict=False,
                                            default=0.0),
-        wake_overhead_curve=_wake_curve(r, cm, p),
+        wake_slowdown_curve=_wake_curve(r, cm, p),
     )
 
     pw = r.section(data, "power")
@@ -284,10 +284,10 @@ def profile_from_dict(data: Any, where: str) -> Profile:
                    price=price, measurements=measurements, raw=data)
 
 
-def wake_time(curve: tuple[tuple[float, float], ...], idle_s: float) -> float:
-    """Seconds a step starts late after the engine sat idle for idle_s, from a wake-up curve
-    [(idle_s, extra_s)]: interpolated in log(idle), flat beyond the longest idle, and falling in
-    proportion to zero below the shortest (no idle, no wake-up)."""
+def wake_slowdown(curve: tuple[tuple[float, float], ...], idle_s: float) -> float:
+    """The share of its time a step takes more after the engine sat idle for idle_s, from a
+    wake-up curve [(idle_s, slowdown)]: interpolated in log(idle), flat beyond the longest idle,
+    and falling in proportion to zero below the shortest (no idle, no wake-up)."""
     if not curve or idle_s <= 0:
         return 0.0
     if idle_s <= curve[0][0]:
@@ -300,17 +300,17 @@ def wake_time(curve: tuple[tuple[float, float], ...], idle_s: float) -> float:
 
 
 def _wake_curve(r, cm: dict, p: str) -> tuple[tuple[float, float], ...]:
-    raw = cm.get("wake_overhead_curve", [])
-    name = p + "wake_overhead_curve"
+    raw = cm.get("wake_slowdown_curve", [])
+    name = p + "wake_slowdown_curve"
     if not isinstance(raw, list):
-        raise r.fail(name, "expected a list of [idle_s, extra_s] pairs")
+        raise r.fail(name, "expected a list of [idle_s, slowdown] pairs")
     curve: list[tuple[float, float]] = []
     for i, point in enumerate(raw):
         ok = (isinstance(point, (list, tuple)) and len(point) == 2
               and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
                       for v in point))
         if not ok or point[0] <= 0 or point[1] < 0:
-            raise r.fail(f"{name}[{i}]", f"expected [idle_s > 0, extra_s >= 0], got {point!r}")
+            raise r.fail(f"{name}[{i}]", f"expected [idle_s > 0, slowdown >= 0], got {point!r}")
         if curve and point[0] <= curve[-1][0]:
             raise r.fail(f"{name}[{i}]", "idle times must increase")
         curve.append((float(point[0]), float(point[1])))
@@ -337,9 +337,7 @@ def at_time_factor(profile: Profile, memory_factor: float, compute_factor: float
     cost = replace(cost, step_overhead_s=cost.step_overhead_s * compute_factor,
                    layer_overhead_s=cost.layer_overhead_s * compute_factor,
                    sequence_overhead_s=cost.sequence_overhead_s * compute_factor,
-                   sequence_layer_overhead_s=cost.sequence_layer_overhead_s * compute_factor,
-                   wake_overhead_curve=tuple((idle, extra * compute_factor)
-                                             for idle, extra in cost.wake_overhead_curve))
+                   sequence_layer_overhead_s=cost.sequence_layer_overhead_s * compute_factor)
     return replace(profile, device=device, cost=cost)
 
 

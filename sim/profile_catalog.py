@@ -217,11 +217,11 @@ def _check_cost_model(data: dict, add: Add) -> None:
     for key in ("matmul_half_tokens", "step_overhead_s", "layer_overhead_s", "sequence_overhead_s"):
         _number(cm, key, p, add, low_inclusive=True)
     _number(cm, "sequence_layer_overhead_s", p, add, low_inclusive=True, required=False)
-    wake = cm.get("wake_overhead_curve", [])
+    wake = cm.get("wake_slowdown_curve", [])
     if not isinstance(wake, list) or not all(
             isinstance(w, (list, tuple)) and len(w) == 2 and all(isinstance(v, (int, float)) for v in w)
             and w[0] > 0 and w[1] >= 0 for w in wake) or any(a[0] >= b[0] for a, b in zip(wake, wake[1:])):
-        add(p + "wake_overhead_curve", "expected [[idle_s > 0, extra_s >= 0], ...] with idle times increasing")
+        add(p + "wake_slowdown_curve", "expected [[idle_s > 0, slowdown >= 0], ...] with idle times increasing")
     curve = cm.get("matmul_efficiency_curve", [])
     if not isinstance(curve, list):
         add(p + "matmul_efficiency_curve", "expected a list of [tokens, efficiency] pairs")
@@ -421,8 +421,8 @@ def show(name_or_path: str | Path) -> str:
               f"  overheads: step {cm.step_overhead_s * 1e3:.3g} ms, layer {cm.layer_overhead_s * 1e6:.3g} us, "
               f"sequence {cm.sequence_overhead_s * 1e6:.3g} us, "
               f"sequence x layer {cm.sequence_layer_overhead_s * 1e6:.3g} us, "
-              "wake-up after idle " + (", ".join(f"{i * 1e3:g} ms: +{e * 1e3:.3g} ms"
-                                                 for i, e in cm.wake_overhead_curve) or "none")]
+              "wake-up after idle " + (", ".join(f"{i * 1e3:g} ms: +{e * 100:.3g}%"
+                                                 for i, e in cm.wake_slowdown_curve) or "none")]
     if cm.matmul_efficiency_curve:
         lines.append("  matmul efficiency curve: " + ", ".join(f"{t:g}:{e:.2f}" for t, e in cm.matmul_efficiency_curve))
     fit_error, metric = _fit_error(prof)

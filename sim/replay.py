@@ -39,7 +39,7 @@ class StepLogCost:
         self.num_steps = 0
         self.num_diverged = 0
 
-    def wake_time(self, idle_s: float) -> float:
+    def wake_slowdown(self, idle_s: float) -> float:
         return 0.0  # a logged step's seconds include its wake-up
 
     def step_cost(self, shape: StepShape) -> StepCost:

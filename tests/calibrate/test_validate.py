@@ -71,7 +71,8 @@ def test_real_engine_and_simulator_serve_the_identical_workload(tiny_profile, po
     assert len(idle_s) == len(result.runs[0].steps) and 0 < sum(s > 0 for s in idle_s) < len(idle_s)
     assert result.steps["all"]["num_after_idle"] == sum(s > 0 for s in idle_s)
     cost = prepare(result.scenario, profile).cost
-    assert result.steps["all"]["wake_s"] == pytest.approx(sum(cost.wake_time(s) for s in idle_s))
+    assert result.steps["all"]["wake_s"] == pytest.approx(sum(
+        cost.step_time(shape) * cost.wake_slowdown(s) for (shape, _), s in zip(result.runs[0].steps, idle_s)))
     assert result.speed is not None and result.speed.factor > 0 and result.speed.after is not None
     assert len(result.at_speed_rows) == len(result.rows)
     # the run speed: the prediction at the speeds the run's own steps ran at
@@ -87,12 +88,12 @@ def test_real_engine_and_simulator_serve_the_identical_workload(tiny_profile, po
     # Loose on purpose: a shared 2-core CI machine whose speed drifts (the 2-vCPU AMD EPYC ran the
     # same decode step in 7 to 14 ms over minutes; tracked by benchmarks/fidelity.py). A factor of
     # 10 is a regression guard: it still catches a broken engine, wrong units or a comparison of
-    # different workloads. It is that loose because this workload leaves the engine idle between
-    # arrivals most of the time, and on the VM a ~1.5 ms tiny-model step that follows a 2 ms sleep
-    # took 1.4x a back-to-back one, by an amount that moves with the VM's neighbours (the profile's
-    # wake_overhead_s is one measurement of it): served steps measured 1.5x to 4x their cost-model
-    # time. (TTFT of this tiny
-    # model is dominated by the engine loop's own millisecond overheads: left to the benchmark.)
+    # different workloads. It is that loose because millisecond steps are at the mercy of the VM's
+    # neighbours: with the hypervisor taking 10-25 % of the CPUs, served steps summed to 1.4-4x
+    # their cost-model time while their median sat at 1.0x (a tail of stalled steps; only 5 of
+    # ~210 steps followed a sleep, so the profile's wake-up is not what is missing). (TTFT of this
+    # tiny model is dominated by the engine loop's own millisecond overheads: left to the
+    # benchmark.)
     for metric in ("e2e_s.mean", "tpot_s.mean"):
         assert errors[metric] is not None and 1 / 10 < 1 + errors[metric] < 10, (metric, errors[metric])
     assert abs(errors["throughput.output_tokens_per_s"]) < 0.5
@@ -188,11 +189,11 @@ def test_step_errors_compare_each_real_step_with_the_cost_model(tiny_profile):
     import dataclasses
     profile = load_profile(tiny_profile)
     woken = CostModel(get_preset("tiny").with_dtypes(weight_dtype="fp32"), dataclasses.replace(
-        profile, cost=dataclasses.replace(profile.cost, wake_overhead_curve=((0.01, 1e-3),))))
+        profile, cost=dataclasses.replace(profile.cost, wake_slowdown_curve=((0.01, 0.1),))))
     e = step_errors(steps, woken, [], [0.0, 0.0, 0.5, 0.0])
-    assert e["prefill"]["predicted_s"] == pytest.approx(woken.step_time(prefill) + 1e-3)
+    assert e["prefill"]["predicted_s"] == pytest.approx(1.1 * woken.step_time(prefill))
     assert e["decode"]["predicted_s"] == pytest.approx(2 * woken.step_time(decode))
-    assert e["all"]["num_after_idle"] == 1 and e["all"]["wake_s"] == pytest.approx(1e-3)
+    assert e["all"]["num_after_idle"] == 1 and e["all"]["wake_s"] == pytest.approx(0.1 * woken.step_time(prefill))
 
 
 def test_reference_points_are_quick_calibration_points_spread_over_their_times(tiny_profile):

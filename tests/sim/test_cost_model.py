@@ -135,26 +135,26 @@ def test_a_call_per_sequence_per_layer_costs_sequences_times_layers(toy_profile)
     assert slow.cost.sequence_layer_overhead_s == pytest.approx(1.5 * per_call_s)
 
 
-def test_the_wake_up_grows_with_the_idle_and_scales_with_the_machine(toy_profile):
-    """The wake-up curve delays the first step after an idle wait (the engine adds it): longer
-    idle, longer wake-up, interpolated in log(idle), flat beyond the longest measured idle and
-    none without idle. No step's cost includes it; a slower machine wakes slower, and a run-speed
-    scaled model keeps it."""
+def test_the_wake_up_grows_with_the_idle_and_is_no_step_cost(toy_profile):
+    """The wake-up curve slows the first step after an idle wait (the engine applies it): longer
+    idle, larger slowdown, interpolated in log(idle), flat beyond the longest measured idle and
+    none without idle. No step's cost includes it; a machine at another speed and a run-speed
+    scaled model keep it (it is a share of the step's time)."""
     from sim.cost_model import KindScaledCost
     from sim.profile import at_time_factor
 
-    curve = ((0.005, 0.001), (0.2, 0.003))
-    woken = dataclasses.replace(toy_profile, cost=dataclasses.replace(toy_profile.cost, wake_overhead_curve=curve))
+    curve = ((0.005, 0.02), (0.2, 0.06))
+    woken = dataclasses.replace(toy_profile, cost=dataclasses.replace(toy_profile.cost, wake_slowdown_curve=curve))
     model = get_preset("llama-3-8b")
     base, with_wake = CostModel(model, toy_profile), CostModel(model, woken)
     shape = StepShape.for_prefill([300])
-    assert base.wake_time(1.0) == 0.0 and with_wake.wake_time(0.0) == 0.0
-    assert with_wake.wake_time(0.0025) == pytest.approx(0.0005)  # in proportion below the first idle
-    assert with_wake.wake_time((0.005 * 0.2) ** 0.5) == pytest.approx(0.002)  # log-midpoint: midway
-    assert with_wake.wake_time(0.2) == with_wake.wake_time(30.0) == pytest.approx(0.003)
+    assert base.wake_slowdown(1.0) == 0.0 and with_wake.wake_slowdown(0.0) == 0.0
+    assert with_wake.wake_slowdown(0.0025) == pytest.approx(0.01)  # in proportion below the first idle
+    assert with_wake.wake_slowdown((0.005 * 0.2) ** 0.5) == pytest.approx(0.04)  # log-midpoint: midway
+    assert with_wake.wake_slowdown(0.2) == with_wake.wake_slowdown(30.0) == pytest.approx(0.06)
     assert with_wake.step_time(shape) == base.step_time(shape)
-    assert CostModel(model, at_time_factor(woken, 1.0, 1.5)).wake_time(1.0) == pytest.approx(0.0045)
-    assert KindScaledCost(with_wake, 1.2, 2.0).wake_time(1.0) == pytest.approx(0.006)
+    assert CostModel(model, at_time_factor(woken, 1.0, 1.5)).wake_slowdown(1.0) == pytest.approx(0.06)
+    assert KindScaledCost(with_wake, 1.2, 2.0).wake_slowdown(1.0) == pytest.approx(0.06)
 
 
 def test_the_lm_head_is_a_roofline_of_its_own(toy_profile):

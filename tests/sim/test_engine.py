@@ -11,7 +11,7 @@ from sim.cost_model import CostModel
 from sim.model_spec import get_preset
 from sim.plan import StepShape
 from sim.errors import InputError
-from sim.profile import load_profile
+from sim.profile import load_profile, profile_from_dict
 from sim.scenario import run_scenario, scenario_from_dict
 
 
@@ -61,12 +61,13 @@ def test_lone_request_e2e_is_prefill_plus_decode_steps_exactly(profile_path, toy
 
 
 def test_the_first_step_after_an_idle_wait_pays_the_machines_wake_up(tmp_path, toy_profile_dict):
-    """A request that finds the engine asleep waits the profile's wake-up more for its first token
-    (and every token after); requests that find it busy, or a batch that is there from the start,
-    never pay it."""
+    """A request that finds the engine asleep gets its first token later by the profile's wake-up:
+    its prefill, the step that wakes the engine, takes (1 + slowdown) times as long, and every
+    token after moves with it. Requests that find it busy, or a batch there from the start, never
+    pay it."""
     plain, woken = tmp_path / "plain.json", tmp_path / "woken.json"
     plain.write_text(json.dumps(toy_profile_dict))
-    toy_profile_dict["cost_model"]["wake_overhead_curve"] = [[0.005, 0.001], [0.1, 0.004]]
+    toy_profile_dict["cost_model"]["wake_slowdown_curve"] = [[0.005, 0.02], [0.1, 0.08]]
     woken.write_text(json.dumps(toy_profile_dict))
     apart = {"num_requests": 2, "arrival": {"process": "poisson", "rate_per_s": 0.05},
              "input_tokens": 700, "output_tokens": 50}
@@ -75,8 +76,9 @@ def test_the_first_step_after_an_idle_wait_pays_the_machines_wake_up(tmp_path, t
                           .recorder.requests for p in (plain, woken))
     assert b0.arrival_s == a0.arrival_s == 0.0 and (b0.first_token_s, b0.finish_s) == (a0.first_token_s, a0.finish_s)
     assert b1.arrival_s == a1.arrival_s > a0.finish_s + 0.1  # it finds the engine long asleep
-    assert b1.first_token_s - a1.first_token_s == pytest.approx(0.004, rel=1e-9)
-    assert b1.finish_s - a1.finish_s == pytest.approx(0.004, rel=1e-9)
+    prefill_s = CostModel(get_preset("llama-3-8b"), profile_from_dict(toy_profile_dict, "woken.json")).prefill_time(700)
+    assert b1.first_token_s - a1.first_token_s == pytest.approx(0.08 * prefill_s, rel=1e-9)
+    assert b1.finish_s - a1.finish_s == pytest.approx(0.08 * prefill_s, rel=1e-9)
     batch = {"num_requests": 8, "arrival": {"process": "all_at_once"}, "input_tokens": 300,
              "output_tokens": 20}
     runs = [run_scenario(scenario_from_dict(scenario(str(p), workload=batch, measurement=window)))
@@ -84,12 +86,12 @@ def test_the_first_step_after_an_idle_wait_pays_the_machines_wake_up(tmp_path, t
     assert [r.finish_s for r in runs[0].recorder.requests] == [r.finish_s for r in runs[1].recorder.requests]
 
 
-@pytest.mark.parametrize("curve, field", [([[0.01, -0.001]], "wake_overhead_curve[0]"),
-                                          ([[0.0, 0.001]], "wake_overhead_curve[0]"),
-                                          ([[0.1, 0.002], [0.01, 0.003]], "wake_overhead_curve[1]"),
-                                          ({"0.1": 0.002}, "wake_overhead_curve")])
+@pytest.mark.parametrize("curve, field", [([[0.01, -0.001]], "wake_slowdown_curve[0]"),
+                                          ([[0.0, 0.001]], "wake_slowdown_curve[0]"),
+                                          ([[0.1, 0.002], [0.01, 0.003]], "wake_slowdown_curve[1]"),
+                                          ({"0.1": 0.002}, "wake_slowdown_curve")])
 def test_a_bad_wake_up_curve_is_bad_input_naming_its_point(tmp_path, toy_profile_dict, curve, field):
-    toy_profile_dict["cost_model"]["wake_overhead_curve"] = curve
+    toy_profile_dict["cost_model"]["wake_slowdown_curve"] = curve
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(toy_profile_dict))
     with pytest.raises(InputError, match=f"cost_model.{field.replace('[', '.').replace(']', '.')}"):

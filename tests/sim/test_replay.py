@@ -37,7 +37,7 @@ class Recording:
 
     closed_form_decode = False
 
-    def wake_time(self, idle_s: float) -> float:
+    def wake_slowdown(self, idle_s: float) -> float:
         return 0.0
 
     def __init__(self, base, after_s: float, slower: float = 1.0) -> None:
