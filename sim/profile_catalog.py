@@ -217,10 +217,7 @@ def _check_cost_model(data: dict, add: Add) -> None:
     for key in ("matmul_half_tokens", "step_overhead_s", "layer_overhead_s", "sequence_overhead_s"):
         _number(cm, key, p, add, low_inclusive=True)
     _number(cm, "sequence_layer_overhead_s", p, add, low_inclusive=True, required=False)
-    wake = cm.get("wake_slowdown_curve", [])
-    if not isinstance(wake, list) or not all(
-            isinstance(w, (list, tuple)) and len(w) == 2 and all(isinstance(v, (int, float)) for v in w)
-            and w[0] > 0 and w[1] >= 0 for w in wake) or any(a[0] >= b[0] for a, b in zip(wake, wake[1:])):
+    if not _is_wake_curve(cm.get("wake_slowdown_curve", [])):
         add(p + "wake_slowdown_curve", "expected [[idle_s > 0, slowdown >= 0], ...] with idle times increasing")
     curve = cm.get("matmul_efficiency_curve", [])
     if not isinstance(curve, list):
@@ -237,6 +234,18 @@ def _check_cost_model(data: dict, add: Add) -> None:
         if point[0] <= last:
             add(f"{p}matmul_efficiency_curve[{i}]", "token counts must increase")
         last = point[0]
+
+
+def _is_wake_curve(wake) -> bool:
+    """[[idle_s > 0, slowdown >= 0], ...] with idle times increasing (sim.profile.wake_slowdown)."""
+    def is_point(w) -> bool:
+        return (isinstance(w, (list, tuple)) and len(w) == 2
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                        for v in w)
+                and w[0] > 0 and w[1] >= 0)
+
+    return (isinstance(wake, list) and all(is_point(w) for w in wake)
+            and all(a[0] < b[0] for a, b in zip(wake, wake[1:])))
 
 
 def _check_power(data: dict, add: Add) -> None:

@@ -38,7 +38,9 @@ LLAMA_70B = get_preset("llama-3-70b")
 
 
 def _good() -> dict:
-    return json.loads((REPO_PROFILES_DIR / "h100-sxm-x8.json").read_text())
+    data = json.loads((REPO_PROFILES_DIR / "h100-sxm-x8.json").read_text())
+    data["cost_model"]["wake_slowdown_curve"] = [[0.005, 0.02], [0.2, 0.06]]  # optional: fuzzed too
+    return data
 
 
 def _write(tmp_path: Path, data: dict, name: str = "bad.json") -> Path:
