@@ -29,24 +29,22 @@ class ForeignLoad:
         except (OSError, ValueError):
             return None
 
-    def _busy_s(self) -> float | None:
+    def _busy_and_steal_s(self) -> tuple[float | None, float | None]:
+        """CPU seconds busy (all CPUs, steal included) and stolen, since boot: one read."""
         fields = self._fields()
         if fields is None:
-            return None
+            return None, None
         user, nice, system, _idle, _iowait, irq, softirq, steal = fields
-        return (user + nice + system + irq + softirq + steal) * self.tick_s
-
-    def _steal_s(self) -> float | None:
-        fields = self._fields()
-        return None if fields is None else fields[7] * self.tick_s
+        return (user + nice + system + irq + softirq + steal) * self.tick_s, steal * self.tick_s
 
     def start(self) -> Mark:
         times = os.times()
-        return self._busy_s(), times.user + times.system, time.perf_counter(), self._steal_s()
+        busy, steal = self._busy_and_steal_s()
+        return busy, times.user + times.system, time.perf_counter(), steal
 
     def share(self, mark: Mark) -> float | None:
         busy0, own0, wall0, _ = mark
-        busy1 = self._busy_s()
+        busy1 = self._busy_and_steal_s()[0]
         if busy0 is None or busy1 is None:
             return None
         times = os.times()
@@ -58,7 +56,7 @@ class ForeignLoad:
     def steal_share(self, mark: Mark) -> float | None:
         """Share of all CPUs the hypervisor gave to other guests since `start()` (None if unknown):
         a cloud VM's neighbours show up here, not as processes."""
-        steal0, steal1 = mark[3], self._steal_s()
+        steal0, steal1 = mark[3], self._busy_and_steal_s()[1]
         if steal0 is None or steal1 is None:
             return None
         wall = time.perf_counter() - mark[2]

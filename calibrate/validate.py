@@ -198,9 +198,12 @@ def step_errors(steps: list[tuple[StepShape, float]], cost: CostModel, loop_s: l
     the profile's wake-up after that long, as the simulator runs it; "all" counts them
     (num_after_idle) and sums the wake-up's seconds predicted (wake_s)."""
     groups: dict[str, list[tuple[float, float]]] = {}
-    idles = idle_s or [0.0] * len(steps)
-    for (shape, seconds), idle in zip(steps, idles):
-        pair = (seconds, cost.step_time(shape) * (1.0 + cost.wake_slowdown(idle)))
+    wake_s = 0.0
+    for (shape, seconds), idle in zip(steps, idle_s or [0.0] * len(steps)):
+        modelled = cost.step_time(shape)
+        woken = modelled * cost.wake_slowdown(idle) if idle > 0 else 0.0
+        wake_s += woken
+        pair = (seconds, modelled + woken)
         groups.setdefault(step_kind(shape), []).append(pair)
         groups.setdefault("all", []).append(pair)
     out = {}
@@ -213,9 +216,7 @@ def step_errors(steps: list[tuple[StepShape, float]], cost: CostModel, loop_s: l
                      "rel_error": (predicted - measured) / measured if measured else None,
                      "median_ratio": statistics.median(p / m for m, p in pairs if m > 0)}
     if idle_s is not None and "all" in out:
-        out["all"] |= {"num_after_idle": sum(idle > 0 for idle in idle_s),
-                       "wake_s": sum(cost.step_time(shape) * cost.wake_slowdown(idle)
-                                     for (shape, _), idle in zip(steps, idle_s) if idle > 0)}
+        out["all"] |= {"num_after_idle": sum(idle > 0 for idle in idle_s), "wake_s": wake_s}
     if loop_s:
         stepped = sum(seconds for _, seconds in steps)
         out["loop"] = {"num_steps": len(loop_s), "seconds": sum(loop_s), "median_s": statistics.median(loop_s),

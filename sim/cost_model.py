@@ -38,7 +38,7 @@ from dataclasses import dataclass, replace
 from sim.errors import InputError
 from sim.model_spec import BYTES_PER_ELEMENT, ModelSpec
 from sim.plan import StepShape
-from sim.profile import CostParams, Profile, wake_slowdown
+from sim.profile import CostParams, Profile, interpolate_log, wake_slowdown
 
 COMPUTE_DTYPE_OF_WEIGHTS = {"fp32": "fp32", "bf16": "bf16", "fp16": "fp16", "fp8": "fp8",
                             "int8": "bf16", "int4": "bf16"}
@@ -64,16 +64,7 @@ def matmul_efficiency(params: CostParams, num_tokens: float) -> float:
     curve = params.matmul_efficiency_curve
     if not curve:
         return params.matmul_efficiency * tokens / (tokens + params.matmul_half_tokens)
-    if tokens <= curve[0][0]:
-        return curve[0][1]
-    if tokens >= curve[-1][0]:
-        return curve[-1][1]
-    log_t = math.log(tokens)
-    for (t0, e0), (t1, e1) in zip(curve, curve[1:]):
-        if tokens <= t1:
-            w = (log_t - math.log(t0)) / (math.log(t1) - math.log(t0))
-            return e0 + w * (e1 - e0)
-    return curve[-1][1]  # unreachable
+    return interpolate_log(curve, tokens)
 
 
 class CostModel:

@@ -222,20 +222,12 @@ def profile_from_dict(data: Any, where: str) -> Profile:
 
     cm = r.section(data, "cost_model")
     p = "cost_model."
-    curve_raw = cm.get("matmul_efficiency_curve", [])
-    if not isinstance(curve_raw, list):
-        raise r.fail(p + "matmul_efficiency_curve", "expected a list of [tokens, efficiency] pairs")
-    curve: list[tuple[float, float]] = []
-    for i, point in enumerate(curve_raw):
-        ok = (isinstance(point, (list, tuple)) and len(point) == 2
-              and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in point))
-        if not ok or point[0] < 1 or not 0 < point[1] <= MAX_MEASURED_MATMUL_EFFICIENCY:
-            raise r.fail(f"{p}matmul_efficiency_curve[{i}]",
-                         f"expected [tokens >= 1, 0 < efficiency <= "
-                         f"{MAX_MEASURED_MATMUL_EFFICIENCY:g}], got {point!r}")
-        if curve and point[0] <= curve[-1][0]:
-            raise r.fail(f"{p}matmul_efficiency_curve[{i}]", "token counts must increase")
-        curve.append((float(point[0]), float(point[1])))
+    curve = _curve(r, cm, p, "matmul_efficiency_curve", "tokens, efficiency", "token counts",
+                   f"tokens >= 1, 0 < efficiency <= {MAX_MEASURED_MATMUL_EFFICIENCY:g}",
+                   lambda tokens, eff: tokens >= 1 and 0 < eff <= MAX_MEASURED_MATMUL_EFFICIENCY)
+    wake = _curve(r, cm, p, "wake_slowdown_curve", "idle_s, slowdown", "idle times",
+                  "idle_s > 0, slowdown >= 0",
+                  lambda idle, slow: idle > 0 and slow >= 0 and math.isfinite(idle) and math.isfinite(slow))
     compute_dtype = r.text(cm, "compute_dtype", p, DTYPES)
     if compute_dtype not in peaks:
         raise r.fail(p + "compute_dtype", f"{compute_dtype} has no entry in device.peak_flops")
@@ -248,7 +240,7 @@ def profile_from_dict(data: Any, where: str) -> Profile:
         step_overhead_s=r.number(cm, "step_overhead_s", p, strict=False),
         layer_overhead_s=r.number(cm, "layer_overhead_s", p, strict=False),
         sequence_overhead_s=r.number(cm, "sequence_overhead_s", p, strict=False),
-        matmul_efficiency_curve=tuple(curve),
+        matmul_efficiency_curve=curve,
         fit=cm.get("fit"),
         kv_memory_efficiency=(r.number(cm, "kv_memory_efficiency", p, maximum=1.5)
                               if cm.get("kv_memory_efficiency") is not None else None),
@@ -256,7 +248,7 @@ def profile_from_dict(data: Any, where: str) -> Profile:
                                        default=0.0),
         sequence_layer_overhead_s=r.number(cm, "sequence_layer_overhead_s", p, strict=False,
                                            default=0.0),
-        wake_slowdown_curve=_wake_curve(r, cm, p),
+        wake_slowdown_curve=wake,
     )
 
     pw = r.section(data, "power")
@@ -284,6 +276,21 @@ def profile_from_dict(data: Any, where: str) -> Profile:
                    price=price, measurements=measurements, raw=data)
 
 
+def interpolate_log(curve: tuple[tuple[float, float], ...], x: float) -> float:
+    """A curve [(x, y)] with x increasing, interpolated linearly in log(x), flat beyond its ends
+    (the matmul efficiency curve, the wake-up curve)."""
+    if x <= curve[0][0]:
+        return curve[0][1]
+    if x >= curve[-1][0]:
+        return curve[-1][1]
+    log_x = math.log(x)
+    for (x0, y0), (x1, y1) in zip(curve, curve[1:]):
+        if x <= x1:
+            w = (log_x - math.log(x0)) / (math.log(x1) - math.log(x0))
+            return y0 + w * (y1 - y0)
+    return curve[-1][1]  # unreachable
+
+
 def wake_slowdown(curve: tuple[tuple[float, float], ...], idle_s: float) -> float:
     """The share of its time a step takes more after the engine sat idle for idle_s, from a
     wake-up curve [(idle_s, slowdown)]: interpolated in log(idle), flat beyond the longest idle,
@@ -292,27 +299,25 @@ def wake_slowdown(curve: tuple[tuple[float, float], ...], idle_s: float) -> floa
         return 0.0
     if idle_s <= curve[0][0]:
         return curve[0][1] * idle_s / curve[0][0]
-    for (i0, e0), (i1, e1) in zip(curve, curve[1:]):
-        if idle_s <= i1:
-            w = math.log(idle_s / i0) / math.log(i1 / i0)
-            return e0 + w * (e1 - e0)
-    return curve[-1][1]
+    return interpolate_log(curve, idle_s)
 
 
-def _wake_curve(r, cm: dict, p: str) -> tuple[tuple[float, float], ...]:
-    raw = cm.get("wake_slowdown_curve", [])
-    name = p + "wake_slowdown_curve"
+def _curve(r, cm: dict, p: str, key: str, pair: str, increasing: str, expected: str,
+           is_point) -> tuple[tuple[float, float], ...]:
+    """cm[key]: an optional list of [x, y] number pairs with x increasing, each passing
+    is_point(x, y); the first bad one is named."""
+    name = p + key
+    raw = cm.get(key, [])
     if not isinstance(raw, list):
-        raise r.fail(name, "expected a list of [idle_s, slowdown] pairs")
+        raise r.fail(name, f"expected a list of [{pair}] pairs")
     curve: list[tuple[float, float]] = []
     for i, point in enumerate(raw):
         ok = (isinstance(point, (list, tuple)) and len(point) == 2
-              and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                      for v in point))
-        if not ok or point[0] <= 0 or point[1] < 0:
-            raise r.fail(f"{name}[{i}]", f"expected [idle_s > 0, slowdown >= 0], got {point!r}")
+              and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in point))
+        if not ok or not is_point(*point):
+            raise r.fail(f"{name}[{i}]", f"expected [{expected}], got {point!r}")
         if curve and point[0] <= curve[-1][0]:
-            raise r.fail(f"{name}[{i}]", "idle times must increase")
+            raise r.fail(f"{name}[{i}]", f"{increasing} must increase")
         curve.append((float(point[0]), float(point[1])))
     return tuple(curve)
 
