@@ -5,7 +5,8 @@ memory (bad input fails here, before anything slow); microbenchmarks; choose the
 and idle power; first passes of the sweep on the calibration model and on probe models (a
 shallower copy, and a narrower one where the cost model can use it: with one shape alone,
 per-step and per-layer overheads and weight streaming cannot be told apart); more visits to all
-measured points while the budget lasts; the machine's wake-up after idle sleeps; the fit; the
+measured points while the budget lasts; the machine's wake-up after idle sleeps; the real engine's
+loop between steps; the fit; the
 profile document, validated and written atomically.
 """
 
@@ -26,6 +27,7 @@ import torch
 from calibrate.cli import (DEFAULT_BUDGET_S, FIT_RESERVE_S, HOLDOUT_SHARE, QUICK_BUDGET_S,
                            _check_positive, defaults_for, output_path, print_summary)
 from calibrate.devices import describe_device, resolve_device
+from calibrate.engine_loop import measure_engine_loop
 from calibrate.fit import WIDTH_EXPONENT, cost_fields, fit_profile
 from calibrate.machine_load import ForeignLoad
 from calibrate.microbench import default_dtypes, run_microbench
@@ -39,10 +41,11 @@ from calibrate.wake import measure_wake
 from sim.cost_model import CostModel
 from sim.errors import InputError
 from sim.model_spec import BYTES_PER_ELEMENT, ModelSpec, resolve_model
-from sim.profile import profile_from_dict, write_profile
+from sim.profile import Profile, profile_from_dict, write_profile
 
 MEMORY_HEADROOM = 0.85  # a grid may plan to use at most this share of the free memory
 WAKE_BUDGET_S, WAKE_SHARE = 8.0, 0.03  # the wake-up's rounds take at most this (and share of the budget)
+LOOP_RESERVE_S, LOOP_SHARE = 3.0, 0.02  # kept for the engine loop's short served run (calibrate.engine_loop)
 STEAL_WARN_SHARE = 0.10  # the hypervisor's share of all CPUs over a calibration that earns a warning
 PROBE_SHARE = 0.08  # share of the sweep budget for each probe model's first pass
 
@@ -186,9 +189,8 @@ def choose_dtype(requested: str | None, device_type: str, microbench: dict) -> t
     return best, f"faster large-GEMM rate on this CPU ({text})"
 
 
-def provisional_predictor(document: dict, spec: ModelSpec, device_type: str):
-    """Step-time guesses before anything is measured: the cost model with textbook efficiencies
-    (the sweep rescales them by measured/predicted as points come in)."""
+def provisional_profile(document: dict, device_type: str) -> Profile:
+    """The profile before anything is measured: textbook efficiencies and overheads."""
     doc = dict(document)
     cpu = device_type == "cpu"
     doc["cost_model"] = dict(document["cost_model"], matmul_efficiency=0.5, matmul_half_tokens=16.0,
@@ -196,8 +198,13 @@ def provisional_predictor(document: dict, spec: ModelSpec, device_type: str):
                              step_overhead_s=1e-3 if cpu else 1e-4,
                              layer_overhead_s=3e-4 if cpu else 2e-5,
                              sequence_overhead_s=1e-5, matmul_efficiency_curve=[], fit=None)
-    model = CostModel(spec, profile_from_dict(doc, "provisional"))
-    return model.step_time
+    return profile_from_dict(doc, "provisional")
+
+
+def provisional_predictor(document: dict, spec: ModelSpec, device_type: str):
+    """Step-time guesses before anything is measured: the provisional profile's cost model (the
+    sweep rescales them by measured/predicted as points come in)."""
+    return CostModel(spec, provisional_profile(document, device_type)).step_time
 
 
 def probe_points(grid: Grid) -> list[Point]:
@@ -229,12 +236,14 @@ class Plan:
     out: Path
     name: str
     holdout_spec: ModelSpec | None = None
+    model_ref: str = ""  # the --model name or config path base_spec came from
 
 
 def resolve_inputs(args: argparse.Namespace) -> Plan:
     """Device, model, grid, budget and output, checked; InputError names the flag."""
     device = resolve_device(args.device)
-    base_spec = resolve_model(args.model or defaults_for(device.type, args.quick).model)
+    model_ref = args.model or defaults_for(device.type, args.quick).model
+    base_spec = resolve_model(model_ref)
     grid = build_grid(args, device.type, base_spec)
     holdout_spec = resolve_holdout(args.holdout, base_spec)
     budget_s = args.time_budget if args.time_budget is not None else (
@@ -254,7 +263,7 @@ def resolve_inputs(args: argparse.Namespace) -> Plan:
     default_name = default_profile_name("cpu" if device.type == "cpu" else "gpu", info["name"])
     out = output_path(args.output, default_name)
     return Plan(device, info, base_spec, grid, is_default_grid, budget_s, out,
-                args.name or out.stem, holdout_spec)
+                args.name or out.stem, holdout_spec, model_ref)
 
 
 def resolve_holdout(name: str | None, base_spec: ModelSpec) -> ModelSpec | None:
@@ -285,13 +294,14 @@ def device_section(plan: Plan, bench: dict, memory: dict) -> dict:
 
 def sweep_models(plan: Plan, grid: Grid, spec: ModelSpec, document: dict, meter, args,
                  deadline: float, holdout: ModelSpec | None = None
-                 ) -> tuple[list[SweepResult], dict | None, dict]:
+                 ) -> tuple[list[SweepResult], dict | None, dict, dict]:
     """First passes on the calibration model, its probes and the held-out model, then more
     passes over all of them while time lasts; reference steps of the calibration model are timed
     throughout, and every point is brought to the run's median machine speed (see
     calibrate.speed_reference); last, the machine's wake-up on the compute reference step
-    (calibrate.wake). Returns the results, the reference's record (None with
-    --no-speed-reference) and the wake-up's."""
+    (calibrate.wake) and the real engine's loop between steps (calibrate.engine_loop). Returns
+    the results, the reference's record (None with --no-speed-reference), the wake-up's and the
+    engine loop's."""
     probes = [(probe, probe_points(grid)) for probe in probe_specs(spec)]
     share = 1.0 - PROBE_SHARE * len(probes) - HOLDOUT_SHARE * bool(holdout)
     jobs: list[tuple[ModelSpec, list[Point] | None, float]] = [(spec, None, share)]
@@ -317,15 +327,18 @@ def sweep_models(plan: Plan, grid: Grid, spec: ModelSpec, document: dict, meter,
         sweep.first_pass(meter, budget_s, not args.no_progress)
         sweeps.append(sweep)
     wake_budget_s = min(WAKE_BUDGET_S, WAKE_SHARE * plan.budget_s)
-    more_rounds(sweeps, meter, deadline - wake_budget_s, args.seed)
+    loop_reserve_s = min(LOOP_RESERVE_S, LOOP_SHARE * plan.budget_s)
+    more_rounds(sweeps, meter, deadline - wake_budget_s - loop_reserve_s, args.seed)
     wake = measure_wake(sweeps[0].point_runner, reference_points(grid)[1], wake_budget_s, args.seed)
+    loop = measure_engine_loop(sweeps[0].point_runner.runner, plan.model_ref,
+                               provisional_profile(document, plan.device.type), args.seed)
     record = None
     if reference is not None:
         track = reference.finish()
         for sweep in sweeps:
             sweep.result.track = track
         record = reference.to_dict(track)
-    return [s.result for s in sweeps if s.result.measurements], record, wake
+    return [s.result for s in sweeps if s.result.measurements], record, wake, loop
 
 
 def probe_specs(spec: ModelSpec) -> list[ModelSpec]:
@@ -375,7 +388,7 @@ def run_calibration(args: argparse.Namespace, command: str) -> int:
     if holdout is not None:
         check_grid_fits_memory(grid, holdout, dtype, plan.device)
     deadline = started + plan.budget_s - FIT_RESERVE_S
-    results, speed_reference, wake = sweep_models(plan, grid, spec, document, meter, args,
+    results, speed_reference, wake, engine_loop = sweep_models(plan, grid, spec, document, meter, args,
                                                   deadline, holdout)
     held = [r for r in results if holdout is not None and r.model_name == holdout.name]
     results = [r for r in results if r not in held]
@@ -388,7 +401,7 @@ def run_calibration(args: argparse.Namespace, command: str) -> int:
                          "single grid point; raise the budget or shrink the grid")
     document["measurements"].update(
         points=points, models=models, limits=[x for r in results for x in r.limits],
-        speed_reference=speed_reference, wake=wake,
+        speed_reference=speed_reference, wake=wake, engine_loop=engine_loop,
         holdout=holdout_record(holdout, held) if holdout is not None else None,
         grid=grid.to_dict() | {"skipped": [x for r in results for x in r.skipped],
                                "memory": memory,

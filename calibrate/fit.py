@@ -12,7 +12,8 @@ What is fitted (see `sim.cost_model` for the form; it is evaluated, never re-imp
     fraction of decode attention's KV reads) and matmul_width_exponent (GEMM efficiency growing
     with the model's width; needs points of two widths).
 Peak FLOP/s and bandwidth come from the microbenchmarks and stay fixed; wake_slowdown_curve is
-copied from measurements.wake where present (measured, not fitted: calibrate.wake).
+copied from measurements.wake where present (measured, not fitted: calibrate.wake), and
+engine_step_overhead_s from measurements.engine_loop (calibrate.engine_loop).
 
 How: `scipy.optimize.least_squares` on log(predicted / measured) (relative errors, so a 2 ms decode
 step weighs as much as a 2 s prefill), with bounds (efficiencies in (0, 1.5], overheads >= 0) and a
@@ -220,6 +221,9 @@ def fit_profile(document: dict, where: str = "profile", max_nfev: int = 400) -> 
     wake = doc["measurements"].get("wake")
     if wake:  # measured beside the sweep, not fitted (calibrate.wake)
         cm["wake_slowdown_curve"] = wake["wake_slowdown_curve"]
+    loop = doc["measurements"].get("engine_loop")
+    if loop:  # measured on the real engine, not fitted (calibrate.engine_loop)
+        cm["engine_step_overhead_s"] = loop["median_s"]
     cm["fit"] = None
     # Score with the rounded parameters as written, through the same loader the simulator uses.
     fitted = profile_from_dict(doc, where)

@@ -18,6 +18,9 @@ Modelled, per device of a TP group (weights, heads and KV heads split TP ways):
     scaled_dot_product_attention per decode, a GPU's per-sequence work partition).
   * waking: the first step after the engine sat idle takes longer, by the profile's wake-up curve
     at the idle's length (sim.engine).
+  * the engine's own loop: after every step, the serving engine's host seconds before it can start
+    the next (committing tokens, bookkeeping, scheduling: `engine_step_overhead_s`, measured on
+    the real engine), as `StepCost.after_s`; the device idles meanwhile, so it costs idle energy.
   * tensor parallelism: two all-reduces of the step's activations per layer over the interconnect
     (ring: 2 (tp-1)/tp x bytes / bandwidth + latency each).
   * MoE: every token runs top-k experts; the step reads the expected number of distinct experts.
@@ -27,7 +30,8 @@ decode_w for the whole step plus (prefill_w - decode_w) while compute units are 
 attention FLOP time), so a compute-bound prefill draws prefill_w and a batch-1 decode ~decode_w.
 
 Within a run of decode-only steps with a fixed batch, contexts grow by one per step, so step j's
-time is exactly alpha + beta x j (`decode_line`): the engine advances many steps in closed form.
+time is exactly alpha + beta x j (`decode_line`), and the engine's loop after each is a constant:
+the engine advances many steps in closed form.
 """
 
 from __future__ import annotations
@@ -54,8 +58,8 @@ class StepCost:
     kv_s: float
     comm_s: float
     overhead_s: float
-    # the engine's own seconds after the step's tokens are committed, before it can schedule again
-    # (a replayed real engine's bookkeeping, sim.replay; the cost model folds overheads into time_s)
+    # the engine's own seconds after the step's tokens are committed, before it can start the next
+    # (the profile's engine_step_overhead_s; a replayed real engine's own, sim.replay)
     after_s: float = 0.0
 
 
@@ -114,6 +118,7 @@ class CostModel:
         self._fixed_overhead_s = params.step_overhead_s + params.layer_overhead_s * model.num_layers
         self._seq_overhead_s = (params.sequence_overhead_s
                                 + params.sequence_layer_overhead_s * model.num_layers)
+        self.engine_overhead_s = params.engine_step_overhead_s  # after each step (sim.engine)
         power = profile.power
         self._decode_w = power.decode_w * tp
         self._compute_extra_w = (power.prefill_w - power.decode_w) * tp
@@ -164,7 +169,8 @@ class CostModel:
         overhead_s = self._fixed_overhead_s + self._seq_overhead_s * shape.num_seqs
         time_s = overhead_s + linear_s + max(attn_s, kv_s) + comm_s
         energy_j = self._decode_w * time_s + self._compute_extra_w * (matmul_s + attn_s)
-        return StepCost(time_s, energy_j, matmul_s, weights_s, attn_s, kv_s, comm_s, overhead_s)
+        return StepCost(time_s, energy_j, matmul_s, weights_s, attn_s, kv_s, comm_s, overhead_s,
+                        self.engine_overhead_s)
 
     def step_time(self, shape: StepShape) -> float:
         return self.step_cost(shape).time_s
@@ -209,6 +215,7 @@ class KindScaledCost:
             if not factor > 0 or not math.isfinite(factor):
                 raise ValueError(f"time factor must be a positive number, got {factor}")
         self.base, self.decode_factor, self.prefill_factor = base, decode_factor, prefill_factor
+        self.engine_overhead_s = base.engine_overhead_s  # host time, not a step's: not scaled
 
     def step_cost(self, shape: StepShape) -> StepCost:
         step = self.base.step_cost(shape)

@@ -1,7 +1,8 @@
 """The simulated engine: SimPy processes for arrivals (open or closed loop), the router and one
 engine per replica. SimPy keeps the clock; policy, KV cache and cost model are plain Python.
 
-A replica's loop: ask its policy for a plan; run it for the plan's cost-model time; commit it.
+A replica's loop: ask its policy for a plan; run it for the plan's cost-model time; commit it;
+spend the engine's own loop time (`StepCost.after_s`: the profile's engine_step_overhead_s).
 A decode-only plan may repeat up to `max_repeats` steps whose times are a closed form
 (alpha + beta j), so one SimPy timeout covers the whole run of steps (unless the cost model has no
 closed form: then, as the real engine, it runs one step at a time). An arrival that the policy
@@ -77,29 +78,34 @@ class Replica:
                 self._commit(plan, StepTimes(start, time_s, 0.0, 1), step.energy_j * (1.0 + slow))
                 if step.after_s > 0:
                     yield env.timeout(step.after_s)
-            else:
+            else:  # a run of decode steps, each followed by the engine's loop (gap)
                 n_dec = len(plan.decode_ids)
                 a, b, ea, eb = cost.decode_line(n_dec + plan.num_padding_seqs, n_dec,
                                                 plan.decode_context_tokens + plan.padding_context_tokens)
+                gap = cost.engine_overhead_s
                 steps = plan.max_repeats
                 self._interruptible = True
                 try:
-                    yield env.timeout(line_total(a, b, steps))
+                    yield env.timeout(line_total(a + gap, b, steps) - gap)
                 except simpy.Interrupt:  # finish the step in progress, drop the rest
-                    steps = min(steps_within(a, b, env.now - start, steps) + 1, steps)
-                    end_s = start + line_total(a, b, steps)
+                    steps = min(steps_within(a + gap, b, env.now - start, steps) + 1, steps)
+                    end_s = start + line_total(a + gap, b, steps) - gap
                     if end_s > env.now:
                         yield env.timeout(end_s - env.now)
                 self._interruptible = False
-                self._commit(plan, StepTimes(start, a, b, steps), line_total(ea, eb, steps))
+                self._commit(plan, StepTimes(start, a, b, steps, gap), line_total(ea, eb, steps),
+                             line_total(a, b, steps))
+                loop_end_s = start + line_total(a + gap, b, steps)  # the last step's loop too
+                if loop_end_s > env.now:
+                    yield env.timeout(loop_end_s - env.now)
 
-    def _commit(self, plan, times: StepTimes, energy_j: float) -> None:
+    def _commit(self, plan, times: StepTimes, energy_j: float, busy_s: float | None = None) -> None:
         sched = self.scheduler
         sampled, new_prompt_tokens = step_tokens(plan, sched, times.num_steps)
         finished = sched.commit(plan, times)
         end_s = times.end_s
         self.recorder.segment(self.index, times.start_s, end_s, energy_j, sampled, new_prompt_tokens,
-                              times.num_steps, plan.num_tokens * times.num_steps)
+                              times.num_steps, plan.num_tokens * times.num_steps, busy_s)
         if end_s >= self._next_sample_s:
             self._next_sample_s = end_s + self.timeline_interval_s
             duration = end_s - times.start_s

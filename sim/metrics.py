@@ -82,6 +82,7 @@ class RunRecorder(TokenSink):
         self.seg_replica = array("l")
         self.seg_start_s = array("d")
         self.seg_end_s = array("d")
+        self.seg_busy_s = array("d")  # the device's seconds within it (not the engine loop's between)
         self.seg_energy_j = array("d")
         self.seg_output_tokens = array("d")
         self.seg_prompt_tokens = array("d")
@@ -111,10 +112,14 @@ class RunRecorder(TokenSink):
 
     # ---- engine records -------------------------------------------------------------------
     def segment(self, replica: int, start_s: float, end_s: float, energy_j: float,
-                output_tokens: int, prompt_tokens: int, num_steps: int, batch_tokens: float) -> None:
+                output_tokens: int, prompt_tokens: int, num_steps: int, batch_tokens: float,
+                busy_s: float | None = None) -> None:
+        """One executed plan; busy_s: the device's seconds in it where the engine's loop between
+        its steps took the rest (default: all of it)."""
         self.seg_replica.append(replica)
         self.seg_start_s.append(start_s)
         self.seg_end_s.append(end_s)
+        self.seg_busy_s.append(end_s - start_s if busy_s is None else busy_s)
         self.seg_energy_j.append(energy_j)
         self.seg_output_tokens.append(output_tokens)
         self.seg_prompt_tokens.append(prompt_tokens)
@@ -267,7 +272,7 @@ def summarize(rec: RunRecorder, ctx: RunContext, slo: SLO, econ: Economics,
     out_tokens = _clip_sum(s_start, s_end, np.frombuffer(rec.seg_output_tokens, dtype=np.float64), t0, t1)
     in_tokens = _clip_sum(s_start, s_end, np.frombuffer(rec.seg_prompt_tokens, dtype=np.float64), t0, t1)
     busy_j = _clip_sum(s_start, s_end, np.frombuffer(rec.seg_energy_j, dtype=np.float64), t0, t1)
-    busy_s = _clip_sum(s_start, s_end, s_end - s_start, t0, t1)
+    busy_s = _clip_sum(s_start, s_end, np.frombuffer(rec.seg_busy_s, dtype=np.float64), t0, t1)
     completed_in_window = (done & (finish >= t0) & (finish <= t1))
     good_in_window = np.zeros(n, bool)
     good_in_window[np.flatnonzero(ok)[meets]] = True

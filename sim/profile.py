@@ -76,6 +76,10 @@ class CostParams:
     # times its time (parked threads, a descheduled vCPU, a GPU's idle clocks; longer idle, slower
     # wake-up): measured by calibrate beside back-to-back steps; see wake_slowdown
     wake_slowdown_curve: tuple[tuple[float, float], ...] = ()
+    # the serving engine's own host seconds between two steps (committing the step's tokens,
+    # bookkeeping, admitting arrivals, scheduling the next): measured by calibrate serving a short
+    # workload on its real engine (calibrate.engine_loop); 0 where not measured
+    engine_step_overhead_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -249,6 +253,8 @@ def profile_from_dict(data: Any, where: str) -> Profile:
         sequence_layer_overhead_s=r.number(cm, "sequence_layer_overhead_s", p, strict=False,
                                            default=0.0),
         wake_slowdown_curve=wake,
+        engine_step_overhead_s=r.number(cm, "engine_step_overhead_s", p, strict=False,
+                                        maximum=1.0, default=0.0),
     )
 
     pw = r.section(data, "power")

@@ -217,6 +217,7 @@ def _check_cost_model(data: dict, add: Add) -> None:
     for key in ("matmul_half_tokens", "step_overhead_s", "layer_overhead_s", "sequence_overhead_s"):
         _number(cm, key, p, add, low_inclusive=True)
     _number(cm, "sequence_layer_overhead_s", p, add, low_inclusive=True, required=False)
+    _number(cm, "engine_step_overhead_s", p, add, low_inclusive=True, high=1.0, required=False)
     if not _is_wake_curve(cm.get("wake_slowdown_curve", [])):
         add(p + "wake_slowdown_curve", "expected [[idle_s > 0, slowdown >= 0], ...] with idle times increasing")
     curve = cm.get("matmul_efficiency_curve", [])
@@ -430,6 +431,7 @@ def show(name_or_path: str | Path) -> str:
               f"  overheads: step {cm.step_overhead_s * 1e3:.3g} ms, layer {cm.layer_overhead_s * 1e6:.3g} us, "
               f"sequence {cm.sequence_overhead_s * 1e6:.3g} us, "
               f"sequence x layer {cm.sequence_layer_overhead_s * 1e6:.3g} us, "
+              f"engine loop {cm.engine_step_overhead_s * 1e3:.3g} ms a step, "
               "wake-up after idle " + (", ".join(f"{i * 1e3:g} ms: +{e * 100:.3g}%"
                                                  for i, e in cm.wake_slowdown_curve) or "none")]
     if cm.matmul_efficiency_curve:

@@ -29,15 +29,17 @@ from sim.request import Request
 
 @dataclass(frozen=True, slots=True)
 class StepTimes:
-    """End times of num_steps consecutive steps from start_s; step j lasts alpha_s + beta_s * j."""
+    """End times of num_steps consecutive steps from start_s; step j lasts alpha_s + beta_s * j,
+    and the engine's loop takes gap_s between two of them (after the last too, outside these)."""
 
     start_s: float
     alpha_s: float
     beta_s: float
     num_steps: int
+    gap_s: float = 0.0
 
     def end(self, j: int) -> float:
-        return self.start_s + (j + 1) * self.alpha_s + self.beta_s * j * (j + 1) / 2.0
+        return self.start_s + (j + 1) * self.alpha_s + self.beta_s * j * (j + 1) / 2.0 + j * self.gap_s
 
     @property
     def end_s(self) -> float:
@@ -338,7 +340,8 @@ class BatchScheduler:
                 self.sink.gap(first_end - first_token_s, 1)
         self._fresh.clear()
         if m > 1 and self._measured_decoders:
-            self.sink.gap_line(times.alpha_s, times.beta_s, 1, m, self._measured_decoders)
+            self.sink.gap_line(times.alpha_s + times.gap_s, times.beta_s, 1, m,
+                                    self._measured_decoders)
         self._synced_measured = self._measured_decoders
         start_counter = self.counter
         self.counter += m

@@ -64,6 +64,12 @@ def test_tiny_calibration_writes_a_loadable_measured_profile(tiny_profile: Path)
     for (idle, after_s), slowdown in zip(wake["after_idle_s"], slowdowns):
         assert 1 + slowdown >= after_s / wake["back_to_back_s"] * (1 - 1e-4)  # medians rounded
     assert list(profile.cost.wake_slowdown_curve) == [tuple(p) for p in wake["wake_slowdown_curve"]]
+    # the real engine's own loop between steps: a short workload served, its median a step
+    loop = profile.measurements["engine_loop"]
+    assert loop["model"] == "tiny" and loop["num_steps"] >= loop["num_requests"] > 1
+    assert 0 < loop["before_median_s"] <= loop["median_s"] <= loop["p90_s"] < 0.05
+    assert 0 < loop["after_median_s"] <= loop["median_s"]
+    assert profile.cost.engine_step_overhead_s == loop["median_s"]
 
 
 def test_points_carry_the_executed_step_shape_and_their_prediction(tiny_profile: Path) -> None:
@@ -176,6 +182,7 @@ def test_fit_subcommand_refits_stored_measurements(tiny_profile: Path, tmp_path:
     assert flat == pytest.approx([v for knot in before["matmul_efficiency_curve"] for v in knot],
                                  rel=1e-3)
     assert after["wake_slowdown_curve"] == before["wake_slowdown_curve"]  # measured, kept by a re-fit
+    assert after["engine_step_overhead_s"] == before["engine_step_overhead_s"] > 0
 
 
 def _bad_config(tmp_path: Path) -> str:

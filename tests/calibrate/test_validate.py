@@ -174,6 +174,7 @@ def test_step_errors_compare_each_real_step_with_the_cost_model(tiny_profile):
     assert e["decode"]["num_steps"] == 2 and e["decode"]["rel_error"] == pytest.approx(-0.5)
     assert e["loop"]["seconds"] == pytest.approx(5e-4) and e["loop"]["median_s"] == pytest.approx(1e-4)
     assert e["loop"]["share_of_step_time"] == pytest.approx(5e-4 / sum(s for _, s in steps))
+    assert e["loop"]["predicted_s"] == pytest.approx(4 * cost.engine_overhead_s)  # the profile's, a step
     assert e["prefill"]["rel_error"] == pytest.approx(0.0) and e["mixed"]["median_ratio"] == pytest.approx(2.0)
     assert e["all"]["num_steps"] == 4
     assert e["all"]["measured_s"] == pytest.approx(sum(s for _, s in steps))

@@ -86,6 +86,37 @@ def test_the_first_step_after_an_idle_wait_pays_the_machines_wake_up(tmp_path, t
     assert [r.finish_s for r in runs[0].recorder.requests] == [r.finish_s for r in runs[1].recorder.requests]
 
 
+def test_the_engines_own_loop_after_each_step_delays_every_later_token(tmp_path, toy_profile_dict):
+    """The profile's engine_step_overhead_s is spent after every step, the device idle: a lone
+    request's first token is where it was, and each of its 49 later tokens one loop later than
+    the one before (TPOT grows by exactly the loop); the loop's seconds draw idle power."""
+    plain, looped = tmp_path / "plain.json", tmp_path / "looped.json"
+    plain.write_text(json.dumps(toy_profile_dict))
+    toy_profile_dict["cost_model"]["engine_step_overhead_s"] = 0.0004
+    looped.write_text(json.dumps(toy_profile_dict))
+    lone = {"num_requests": 1, "arrival": {"process": "poisson", "rate_per_s": 1.0},
+            "input_tokens": 700, "output_tokens": 50}
+    window = {"warmup_fraction": 0, "drain_fraction": 0}
+    a, b = (run_scenario(scenario_from_dict(scenario(str(p), workload=lone, measurement=window)))
+            for p in (plain, looped))
+    (ra,), (rb,) = a.recorder.requests, b.recorder.requests
+    assert rb.first_token_s == ra.first_token_s
+    assert rb.finish_s - ra.finish_s == pytest.approx(49 * 0.0004, rel=1e-9)
+    assert b.summary["latency"]["tpot_s"]["mean"] - a.summary["latency"]["tpot_s"]["mean"] == pytest.approx(0.0004, rel=1e-6)
+    idle_w = toy_profile_dict["power"]["idle_w"]
+    assert b.summary["energy"]["joules"] - a.summary["energy"]["joules"] == pytest.approx(
+        49 * 0.0004 * idle_w, rel=1e-6)
+
+
+@pytest.mark.parametrize("value", [-0.001, 1.5, True, "0.1"])
+def test_a_bad_engine_overhead_is_bad_input_naming_the_field(tmp_path, toy_profile_dict, value):
+    toy_profile_dict["cost_model"]["engine_step_overhead_s"] = value
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(toy_profile_dict))
+    with pytest.raises(InputError, match="cost_model.engine_step_overhead_s"):
+        load_profile(path)
+
+
 @pytest.mark.parametrize("curve, field", [([[0.01, -0.001]], "wake_slowdown_curve[0]"),
                                           ([[0.0, 0.001]], "wake_slowdown_curve[0]"),
                                           ([[0.1, 0.002], [0.01, 0.003]], "wake_slowdown_curve[1]"),

@@ -40,6 +40,7 @@ LLAMA_70B = get_preset("llama-3-70b")
 def _good() -> dict:
     data = json.loads((REPO_PROFILES_DIR / "h100-sxm-x8.json").read_text())
     data["cost_model"]["wake_slowdown_curve"] = [[0.005, 0.02], [0.2, 0.06]]  # optional: fuzzed too
+    data["cost_model"]["engine_step_overhead_s"] = 0.00014  # optional: fuzzed too
     return data
 
 

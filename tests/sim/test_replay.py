@@ -72,15 +72,22 @@ def test_a_replayed_step_log_reproduces_the_run_it_came_from(profile_path, polic
 
 
 @pytest.mark.parametrize("policy", ["continuous", "static"])
-def test_running_decode_steps_one_at_a_time_equals_the_closed_form(profile_path, policy):
+@pytest.mark.parametrize("engine_overhead_s", [0.0, 0.0004])
+def test_running_decode_steps_one_at_a_time_equals_the_closed_form(tmp_path, toy_profile_dict, policy,
+                                                                   engine_overhead_s):
     """The simulator advances runs of decode steps in closed form; the real engine (and a replay)
-    runs them one at a time. The two must give the same times."""
-    sc = scenario_from_dict(scenario(profile_path, policy))
+    runs them one at a time, with the engine's own loop after each. The two must give the same
+    times, arrivals that cut a run short included."""
+    toy_profile_dict["cost_model"]["engine_step_overhead_s"] = engine_overhead_s
+    path = tmp_path / "looped.json"
+    path.write_text(json.dumps(toy_profile_dict))
+    sc = scenario_from_dict(scenario(str(path), policy))
     prep = prepare(sc)
     closed_form = run_prepared(prep, prep.cost)
     prep = prepare(sc)
-    one_at_a_time = run_prepared(prep, Recording(prep.cost, after_s=0.0))
+    one_at_a_time = run_prepared(prep, Recording(prep.cost, after_s=engine_overhead_s))
     assert request_times(one_at_a_time) == pytest.approx(request_times(closed_form), rel=1e-9)
+    assert closed_form.summary["latency"]["tpot_s"] == pytest.approx(one_at_a_time.summary["latency"]["tpot_s"], rel=1e-9)
 
 
 def test_a_log_from_another_run_is_counted_as_diverged(profile_path):
