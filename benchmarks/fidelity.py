@@ -38,29 +38,33 @@ def main() -> None:
     ap.add_argument("--second-model", default="llama-medium-400m")
     ap.add_argument("--only", help="run only the cases whose name contains this")
     ap.add_argument("--repeat", type=int, default=1,
-                    help="serve each case this many times and compare with the median run; the runs' "
-                         "spread around it is the machine's own noise, a floor under any prediction error")
+                    help="serve each case this many times (in rounds over the cases, in order and back) and "
+                         "compare with the median run; the runs' spread around it is the machine's own "
+                         "noise, a floor under any prediction error")
     ap.add_argument("--json")
     args = ap.parse_args()
 
-    from calibrate.validate import default_suite, format_diagnostics, format_rows, percent, validate
+    from calibrate.validate import default_suite, format_diagnostics, format_rows, percent, validate_all
     from sim.profile import load_profile
     from sim.scenario import scenario_from_dict
 
     profile = load_profile(args.profile)
     model = profile.provenance.get("calibration_model") or "llama-small-150m"
     print(f"profile {profile.name} (fitted with {model}); load average {os.getloadavg()[0]:.2f}")
+    cases = [(name, scenario_from_dict(data, "suite"))
+             for name, data in default_suite(profile, model, args.second_model, num_requests=args.requests)
+             if not args.only or args.only in name]
+    start = time.perf_counter()
+    results = validate_all(cases, profile, repeats=args.repeat,
+                           announce=lambda name, k, n: print(f"serving {name} (round {k} of {n})", flush=True))
+    print(f"served {len(cases)} case(s) x {args.repeat} run(s) in rounds, {time.perf_counter() - start:.0f} s")
     table, dump = [], []
-    for name, data in default_suite(profile, model, args.second_model, num_requests=args.requests):
-        if args.only and args.only not in name:
-            continue
-        start = time.perf_counter()
-        result = validate(name, scenario_from_dict(data, "suite"), profile, repeats=args.repeat)
-        print(f"\n== {name} ({time.perf_counter() - start:.0f} s, {args.repeat} run(s); identical workload: "
-              f"{result.same_workload})")
+    for result in results:
+        print(f"\n== {result.name} ({result.wall_s:.0f} s served, {len(result.runs)} run(s); identical "
+              f"workload: {result.same_workload})")
         print(format_rows(result.rows, result.columns()))
         print(format_diagnostics(result))
-        table.append((name, result))
+        table.append((result.name, result))
         dump.append(result.to_dict())
     cols = MEAN_METRICS + TAIL_METRICS
     labels = {"throughput.output_tokens_per_s": "tokens/s"}

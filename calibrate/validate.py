@@ -5,7 +5,10 @@ policy and KV capacity for both), so the comparison measures the cost model and 
 Compared: TTFT, TPOT, ITL and E2E (mean, p50, p90, p99), throughput, and energy per token where the
 device has a meter. Relative error = (predicted - measured) / measured. With repeats, the real
 engine serves the workload several times and the prediction is compared with the runs'
-element-wise median; the farthest run from it ("run spread") is the machine's own noise.
+element-wise median; the farthest run from it ("run spread") is the machine's own noise. Several
+workloads (the suite) are served in rounds, in order and back (`serving_order`), so each one's
+runs spread over the suite's whole time: a slow spell of a shared machine then lands on a run of
+several workloads, where the median sets it aside, instead of on every run of one.
 
 The model runs in the profile's calibrated dtype (the dtype its cost model was fitted in), unless
 the scenario says otherwise.
@@ -54,7 +57,7 @@ from sim.model_spec import resolve_model
 from sim.plan import StepShape
 from sim.profile import Profile, at_time_factor
 from sim.replay import Replay, replay_scenario
-from sim.scenario import RunResult, Scenario, prepare, run_prepared, run_scenario
+from sim.scenario import Prepared, RunResult, Scenario, prepare, run_prepared, run_scenario
 
 LATENCY_FIELDS = ("ttft_s", "tpot_s", "itl_s", "e2e_s")
 STATS = ("mean", "p50", "p90", "p99")
@@ -372,44 +375,82 @@ def max_step_tokens(sc: Scenario, load) -> int:
     return cfg.max_num_batched_tokens
 
 
-def validate(name: str, sc: Scenario, profile: Profile, device: str = "cpu", tdp_w: float | None = None,
-             seed: int = 0, progress=None, check_speed: bool = True, repeats: int = 1) -> Validation:
-    """Serve sc on the real engine `repeats` times (identical workload each time) and compare the
-    simulator's prediction with the median of the runs (median_summary); with repeats > 1 the
-    runs' spread around it (run_spread) is the machine's own noise, a floor under any error."""
-    if repeats < 1:
-        raise InputError("--repeats", "", f"expected >= 1, got {repeats}")
-    sc = in_profile_dtype(sc, profile)
-    prep = prepare(sc, profile)
-    predicted = run_scenario(sc, profile)
-    load = prep.load
+@dataclass
+class Served:
+    """One workload set up for the real engine (prepared, predicted, a warm runner) and what its
+    runs measured so far."""
+
+    name: str
+    scenario: Scenario
+    prep: Prepared
+    predicted: RunResult
+    runner: Runner
+    runs: list[RealRun] = field(default_factory=list)
+    machine_load: list[dict] = field(default_factory=list)  # per run (calibrate.machine_load)
+    speed_points: list[dict] = field(default_factory=list)  # the probe's, before the first run and after each
+
+
+def _runner_needs(prep: Prepared) -> tuple[int, int, int]:
+    """A workload's sequences at once, positions and most tokens in one step (the runner's size)."""
+    sc, load = prep.scenario, prep.load
     longest = int(np.max(np.asarray(load.prompt_tokens) + np.asarray(load.output_tokens)))
     max_seqs = sc.scheduler.max_batch_size if sc.scheduler.policy == "static" else sc.scheduler.max_num_seqs
-    runner = Runner(prep.model, dtype=prep.model.weight_dtype, device=device,
-                    max_num_seqs=min(max_seqs, len(load.prompt_tokens)) + 1,
-                    max_seq_len=min(longest + 1, prep.model.max_position_embeddings), seed=seed)
-    warm_up(runner, max(1, min(64, runner.max_seq_len - 6)))
-    runner.warm_shapes(min(max_step_tokens(sc, load), WARM_MAX_ROWS))
-    probe = SpeedProbe(profile, device, seed) if check_speed else None
-    speed_points = probe.measure("before") if probe is not None else []
-    runs, machine_load, others = [], [], ForeignLoad()
-    for _ in range(repeats):
-        meter = make_meter(runner.device.type, tdp_w=tdp_w)
-        mark = others.start()
-        try:
-            runs.append(serve(prep, runner, meter, seed=seed, progress=progress))
-        finally:
-            meter.close()
-        machine_load.append({"other_share": others.share(mark), "steal_share": others.steal_share(mark)})
-        if speed_points:  # after every run: the machine's speed sampled across all of them
-            speed_points += probe.measure("after")
+    return (min(max_seqs, len(load.prompt_tokens)) + 1, min(longest + 1, prep.model.max_position_embeddings),
+            min(max_step_tokens(sc, load), WARM_MAX_ROWS))
+
+
+def set_up(cases: list[tuple[str, Scenario]], profile: Profile, device: str = "cpu",
+           seed: int = 0) -> list[Served]:
+    """Each workload prepared and predicted; one warm runner per model, sized for every workload
+    of that model (a GPU holds one copy of a large model's weights, not one per workload)."""
+    served, needs = [], {}
+    for name, sc in cases:
+        sc = in_profile_dtype(sc, profile)
+        prep = prepare(sc, profile)
+        served.append((name, sc, prep, run_scenario(sc, profile)))
+        seqs, positions, rows = _runner_needs(prep)
+        have = needs.get(prep.model, (0, 0, 0))
+        needs[prep.model] = (max(have[0], seqs), max(have[1], positions), max(have[2], rows))
+    runners = {}
+    for model, (seqs, positions, rows) in needs.items():
+        runner = Runner(model, dtype=model.weight_dtype, device=device, max_num_seqs=seqs,
+                        max_seq_len=positions, seed=seed)
+        warm_up(runner, max(1, min(64, runner.max_seq_len - 6)))
+        runner.warm_shapes(rows)
+        runners[model] = runner
+    return [Served(name, sc, prep, predicted, runners[prep.model]) for name, sc, prep, predicted in served]
+
+
+def serve_once(case: Served, probe: SpeedProbe | None = None, tdp_w: float | None = None, seed: int = 0,
+               progress=None) -> RealRun:
+    """The real engine serves the case's workload once more; the probe re-times the machine's
+    speed before its first run and after every run."""
+    if probe is not None and not case.speed_points:
+        case.speed_points = probe.measure("before")
+    meter = make_meter(case.runner.device.type, tdp_w=tdp_w)
+    others = ForeignLoad()
+    mark = others.start()
+    try:
+        run = serve(case.prep, case.runner, meter, seed=seed, progress=progress)
+    finally:
+        meter.close()
+    case.runs.append(run)
+    case.machine_load.append({"other_share": others.share(mark), "steal_share": others.steal_share(mark)})
+    if probe is not None and case.speed_points:
+        case.speed_points += probe.measure("after")
+    return run
+
+
+def compare_served(case: Served, profile: Profile) -> Validation:
+    """The prediction against the median of the case's runs, with every diagnostic column."""
+    sc, prep, runs = case.scenario, case.prep, case.runs
     measured = median_summary([r.summary for r in runs])
-    rows = compare(predicted.summary, measured)
+    rows = compare(case.predicted.summary, measured)
     replays = [replay_scenario(sc, profile, r.replay_log()) for r in runs]
     replayed = median_summary([r.result.summary for r in replays])
     speed, at_speed_rows = None, None
-    if speed_points:
-        speed = MachineSpeed(speed_points)
+    if case.speed_points:
+        speed = MachineSpeed(case.speed_points)
         at_speed = run_scenario(sc, at_time_factor(profile, speed.memory_factor, speed.compute_factor))
         at_speed_rows = compare(at_speed.summary, measured)
     steps = step_errors([s for r in runs for s in r.steps], prep.cost, [t for r in runs for t in r.loop_s],
@@ -421,12 +462,45 @@ def validate(name: str, sc: Scenario, profile: Profile, device: str = "cpu", tdp
         at_run_speed = run_prepared(again, KindScaledCost(again.cost, **run_speed))
         run_speed_rows = compare(at_run_speed.summary, measured)
     closed = sc.workload.is_closed_loop
-    return Validation(name, sc, predicted, runs, measured, rows,
-                      all(same_workload(predicted.recorder, r.recorder, closed) for r in runs),
+    return Validation(case.name, sc, case.predicted, runs, measured, rows,
+                      all(same_workload(case.predicted.recorder, r.recorder, closed) for r in runs),
                       speed, at_speed_rows, steps, replays, compare(replayed, measured),
                       run_speed, run_speed_rows,
-                      run_spread([r.summary for r in runs], measured) if repeats > 1 else None,
-                      machine_load)
+                      run_spread([r.summary for r in runs], measured) if len(runs) > 1 else None,
+                      case.machine_load)
+
+
+def serving_order(num_cases: int, repeats: int) -> list[int]:
+    """Rounds that serve every case once, in order and then back (0 1 2, 2 1 0, 0 1 2, ...): each
+    case's runs spread over the whole suite's time, at the same mean position, so a slow spell of a
+    shared machine (minutes long on a cloud VM) falls on several cases' runs rather than on all of
+    one case's."""
+    forward = list(range(num_cases))
+    return [i for r in range(repeats) for i in (forward if r % 2 == 0 else forward[::-1])]
+
+
+def validate_all(cases: list[tuple[str, Scenario]], profile: Profile, device: str = "cpu",
+                 tdp_w: float | None = None, seed: int = 0, progress=None, check_speed: bool = True,
+                 repeats: int = 1, announce=None) -> list[Validation]:
+    """Serve every case `repeats` times (identical workload each time) in serving_order and
+    compare each case's prediction with the median of its runs (median_summary); with repeats > 1
+    the runs' spread around it (run_spread) is the machine's own noise, a floor under any error.
+    announce(case name, round, of rounds) is called before each run."""
+    if repeats < 1:
+        raise InputError("--repeats", "", f"expected >= 1, got {repeats}")
+    served = set_up(cases, profile, device, seed)
+    probe = SpeedProbe(profile, device, seed) if check_speed else None
+    for k, i in enumerate(serving_order(len(served), repeats)):
+        if announce is not None:
+            announce(served[i].name, k // len(served) + 1, repeats)
+        serve_once(served[i], probe, tdp_w, seed, progress)
+    return [compare_served(case, profile) for case in served]
+
+
+def validate(name: str, sc: Scenario, profile: Profile, device: str = "cpu", tdp_w: float | None = None,
+             seed: int = 0, progress=None, check_speed: bool = True, repeats: int = 1) -> Validation:
+    """One workload: validate_all of it alone."""
+    return validate_all([(name, sc)], profile, device, tdp_w, seed, progress, check_speed, repeats)[0]
 
 
 SPREAD = "run spread"

@@ -11,7 +11,9 @@ and a second model size). `--record` stores the comparison in the profile's prov
 (`provenance.validation`), so reports and the dashboard show it. `--repeats N` serves each
 workload N times and compares with the median of the runs; the "run spread" column is the farthest
 run from that median, the machine's own noise (on a shared 2-vCPU VM the same workload's mean TPOT
-moved by up to half between two runs).
+moved by up to half between two runs). Several workloads are served in rounds, each workload once
+a round, in order and back, so each one's runs spread over the whole time and a slow spell of the
+machine does not fall on one workload's runs alone.
 
 Before the first run and after each a few of the profile's calibration points are timed again: the table's
 "at speed" column is the prediction at the speed the machine ran at then (a shared VM drifts),
@@ -69,7 +71,7 @@ def _scenarios(args: argparse.Namespace, rest: list[str], profile) -> list[tuple
 
 
 def validate_command(argv: list[str]) -> int:
-    from calibrate.validate import format_diagnostics, format_rows, validate
+    from calibrate.validate import format_diagnostics, format_rows, validate_all
     from sim.profile import load_profile, write_profile
     from sim.scenario import scenario_from_dict
 
@@ -77,18 +79,22 @@ def validate_command(argv: list[str]) -> int:
     if args.repeats < 1:
         raise InputError("--repeats", "", f"expected >= 1, got {args.repeats}")
     profile = load_profile(args.profile)
-    results = []
-    for name, data in _scenarios(args, rest, profile):
-        scenario = scenario_from_dict(data, args.scenario or "command line")
-        print(f"== {name}: serving {scenario.workload.describe()} on {args.device} (real time) ...",
-              flush=True)
-        result = validate(name, scenario, profile, device=args.device, tdp_w=args.tdp_w,
-                          check_speed=not args.no_speed_check, repeats=args.repeats)
+    cases = [(name, scenario_from_dict(data, args.scenario or "command line"))
+             for name, data in _scenarios(args, rest, profile)]
+    described = {name: scenario.workload.describe() for name, scenario in cases}
+
+    def announce(name: str, round_no: int, rounds: int) -> None:
+        of = f" (round {round_no} of {rounds})" if rounds > 1 else ""
+        print(f"== {name}{of}: serving {described[name]} on {args.device} (real time) ...", flush=True)
+
+    results = validate_all(cases, profile, device=args.device, tdp_w=args.tdp_w,
+                           check_speed=not args.no_speed_check, repeats=args.repeats, announce=announce)
+    for result in results:
         runs = f" over {len(result.runs)} runs" if len(result.runs) > 1 else ""
-        print(f"identical workload: {result.same_workload}; real engine wall time {result.wall_s:.1f} s{runs}")
+        print(f"\n== {result.name}\nidentical workload: {result.same_workload}; real engine wall time "
+              f"{result.wall_s:.1f} s{runs}")
         print(format_rows(result.rows, result.columns()))
         print(format_diagnostics(result), flush=True)
-        results.append(result)
     if args.json:
         from sim.files import write_text_atomic
 

@@ -13,7 +13,8 @@ pytest.importorskip("torch")
 pytest.importorskip("scipy")
 
 from calibrate.cli import main as calibrate_main  # noqa: E402
-from calibrate.validate import run_speed_factors, step_errors, validate  # noqa: E402
+from calibrate.validate import (run_speed_factors, serving_order, set_up, step_errors,  # noqa: E402
+                                validate, validate_all)
 from calibrate.validate_cli import main as validate_main  # noqa: E402
 from sim.profile import load_profile  # noqa: E402
 from sim.scenario import prepare, scenario_from_dict  # noqa: E402
@@ -131,6 +132,36 @@ def test_validate_cli_writes_json_and_records_in_the_profile(tiny_profile, tmp_p
     recorded = load_profile(tiny_profile).provenance["validation"]
     assert recorded[0]["same_workload"] is True and recorded[0]["comparison"]
     assert recorded[0]["repeats"] == 3 and recorded[0]["run_spread"] and "measured_runs" not in recorded[0]
+
+
+def test_several_workloads_are_served_in_rounds_on_one_runner_per_model(tiny_profile):
+    """A suite's repeats go round the workloads, in order and back, so a slow spell of the machine
+    falls on runs of several workloads instead of on every run of one; workloads of one model share
+    one runner (one copy of the weights)."""
+    profile = load_profile(tiny_profile)
+    light = scenario(tiny_profile, "continuous")
+    light["workload"] = {**light["workload"], "num_requests": 8}
+    heavy = {**light, "scheduler": {**light["scheduler"], "policy": "chunked"}}
+    served = []
+    results = validate_all([("a", scenario_from_dict(light)), ("b", scenario_from_dict(heavy))], profile,
+                           repeats=3, check_speed=False,
+                           announce=lambda name, k, n: served.append((name, k, n)))
+    assert served == [("a", 1, 3), ("b", 1, 3), ("b", 2, 3), ("a", 2, 3), ("a", 3, 3), ("b", 3, 3)]
+    assert [len(r.runs) for r in results] == [3, 3] and all(r.same_workload for r in results)
+    assert results[0].runs[0].recorder is not results[0].runs[1].recorder
+    assert results[0].spread_rows and results[1].spread_rows
+    longer = {**light, "workload": {**light["workload"], "input_tokens": 200}}
+    a, b = set_up([("a", scenario_from_dict(light)), ("b", scenario_from_dict(longer))], profile)
+    assert a.runner is b.runner and a.runner.max_seq_len >= 200 + 40  # sized for both
+
+
+def test_serving_order_visits_each_workload_once_a_round_at_the_same_mean_position():
+    assert serving_order(3, 1) == [0, 1, 2]
+    assert serving_order(3, 4) == [0, 1, 2, 2, 1, 0, 0, 1, 2, 2, 1, 0]
+    order = serving_order(5, 4)
+    positions = {i: [k for k, j in enumerate(order) if j == i] for i in range(5)}
+    assert all(len(p) == 4 for p in positions.values())
+    assert len({sum(p) for p in positions.values()}) == 1  # an even number of rounds: the same mean
 
 
 @pytest.mark.parametrize("flags, named", [(["--model", "nope"], "--model"), (["--repeats", "0"], "--repeats")])
