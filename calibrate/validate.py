@@ -381,8 +381,7 @@ class Served:
     runs measured so far."""
 
     name: str
-    scenario: Scenario
-    prep: Prepared
+    prep: Prepared  # its scenario, in the profile's dtype, is prep.scenario
     predicted: RunResult
     runner: Runner
     runs: list[RealRun] = field(default_factory=list)
@@ -407,7 +406,7 @@ def set_up(cases: list[tuple[str, Scenario]], profile: Profile, device: str = "c
     for name, sc in cases:
         sc = in_profile_dtype(sc, profile)
         prep = prepare(sc, profile)
-        served.append((name, sc, prep, run_scenario(sc, profile)))
+        served.append((name, prep, run_scenario(sc, profile)))
         seqs, positions, rows = _runner_needs(prep)
         have = needs.get(prep.model, (0, 0, 0))
         needs[prep.model] = (max(have[0], seqs), max(have[1], positions), max(have[2], rows))
@@ -418,7 +417,7 @@ def set_up(cases: list[tuple[str, Scenario]], profile: Profile, device: str = "c
         warm_up(runner, max(1, min(64, runner.max_seq_len - 6)))
         runner.warm_shapes(rows)
         runners[model] = runner
-    return [Served(name, sc, prep, predicted, runners[prep.model]) for name, sc, prep, predicted in served]
+    return [Served(name, prep, predicted, runners[prep.model]) for name, prep, predicted in served]
 
 
 def serve_once(case: Served, probe: SpeedProbe | None = None, tdp_w: float | None = None, seed: int = 0,
@@ -443,7 +442,8 @@ def serve_once(case: Served, probe: SpeedProbe | None = None, tdp_w: float | Non
 
 def compare_served(case: Served, profile: Profile) -> Validation:
     """The prediction against the median of the case's runs, with every diagnostic column."""
-    sc, prep, runs = case.scenario, case.prep, case.runs
+    prep, runs = case.prep, case.runs
+    sc = prep.scenario
     measured = median_summary([r.summary for r in runs])
     rows = compare(case.predicted.summary, measured)
     replays = [replay_scenario(sc, profile, r.replay_log()) for r in runs]

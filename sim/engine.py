@@ -83,19 +83,19 @@ class Replica:
                 a, b, ea, eb = cost.decode_line(n_dec + plan.num_padding_seqs, n_dec,
                                                 plan.decode_context_tokens + plan.padding_context_tokens)
                 gap = cost.engine_overhead_s
+                a_loop = a + gap  # a step and the loop after it
                 steps = plan.max_repeats
                 self._interruptible = True
                 try:
-                    yield env.timeout(line_total(a + gap, b, steps) - gap)
+                    yield env.timeout(line_total(a_loop, b, steps) - gap)
                 except simpy.Interrupt:  # finish the step in progress, drop the rest
-                    steps = min(steps_within(a + gap, b, env.now - start, steps) + 1, steps)
-                    end_s = start + line_total(a + gap, b, steps) - gap
-                    if end_s > env.now:
-                        yield env.timeout(end_s - env.now)
+                    steps = min(steps_within(a_loop, b, env.now - start, steps) + 1, steps)
                 self._interruptible = False
+                loop_end_s = start + line_total(a_loop, b, steps)  # the last step's loop included
+                if loop_end_s - gap > env.now:
+                    yield env.timeout(loop_end_s - gap - env.now)
                 self._commit(plan, StepTimes(start, a, b, steps, gap), line_total(ea, eb, steps),
                              line_total(a, b, steps))
-                loop_end_s = start + line_total(a + gap, b, steps)  # the last step's loop too
                 if loop_end_s > env.now:
                     yield env.timeout(loop_end_s - env.now)
 

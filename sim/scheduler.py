@@ -340,8 +340,7 @@ class BatchScheduler:
                 self.sink.gap(first_end - first_token_s, 1)
         self._fresh.clear()
         if m > 1 and self._measured_decoders:
-            self.sink.gap_line(times.alpha_s + times.gap_s, times.beta_s, 1, m,
-                                    self._measured_decoders)
+            self.sink.gap_line(times.alpha_s + times.gap_s, times.beta_s, 1, m, self._measured_decoders)
         self._synced_measured = self._measured_decoders
         start_counter = self.counter
         self.counter += m
