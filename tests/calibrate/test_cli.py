@@ -101,7 +101,9 @@ def test_points_are_timed_beside_a_speed_reference(tiny_profile: Path) -> None:
         if p["speed_weight"] is None:  # no correction made its timings more consistent
             assert p["seconds"] == p["raw_seconds"]
         else:
-            assert p["log_spread"]["at_speed"] < p["log_spread"]["raw"]
+            # stored to 4 places, where a small strict gain can round to a tie (the strict gain
+            # itself is checked at full precision in test_speed_track)
+            assert p["log_spread"]["at_speed"] <= p["log_spread"]["raw"]
 
 
 def test_a_held_out_model_is_measured_beside_but_not_fitted(tiny_profile: Path) -> None:
