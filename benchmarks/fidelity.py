@@ -21,6 +21,8 @@ import json
 import os
 import time
 
+from calibrate.steps_alone import ALONE_STEPS
+
 MEAN_METRICS = ("ttft_s.mean", "tpot_s.mean", "e2e_s.mean", "throughput.output_tokens_per_s")
 TAIL_METRICS = ("ttft_s.p99", "tpot_s.p99", "e2e_s.p99")
 
@@ -41,6 +43,8 @@ def main() -> None:
                     help="serve each case this many times (in rounds over the cases, in order and back) and "
                          "compare with the median run; the runs' spread around it is the machine's own "
                          "noise, a floor under any prediction error")
+    ap.add_argument("--alone-steps", type=int, default=ALONE_STEPS,
+                    help="served steps of each kind per case rebuilt and timed alone after the runs (0: none)")
     ap.add_argument("--json")
     args = ap.parse_args()
 
@@ -55,7 +59,7 @@ def main() -> None:
              for name, data in default_suite(profile, model, args.second_model, num_requests=args.requests)
              if not args.only or args.only in name]
     start = time.perf_counter()
-    results = validate_all(cases, profile, repeats=args.repeat,
+    results = validate_all(cases, profile, repeats=args.repeat, alone_steps=args.alone_steps,
                            announce=lambda name, k, n: print(f"serving {name} (round {k} of {n})", flush=True))
     print(f"served {len(cases)} case(s) x {args.repeat} run(s) in rounds, {time.perf_counter() - start:.0f} s")
     table, dump = [], []
@@ -89,6 +93,18 @@ def main() -> None:
             speed = "n/a" if r.speed is None else f"{r.speed.factor:.2f}x"
             steps = percent(r.steps.get("all", {}).get("rel_error"))
             print(f"{name:<56}{speed:>7}{steps:>8}" + "".join(f"{percent(errors.get(c), spread):>16}" for c in cols))
+    if any(r.alone for _, r in table):
+        print("\nserved steps rebuilt and timed alone: the cost model's form at the machine's present speed "
+              "(alone / cost model / reference factor) and what serving added (served / alone)")
+        print(f"{'case':<56}" + "".join(f"{k + ' form':>14}{k + ' served':>16}" for k in ("prefill", "mixed", "decode")))
+        for name, r in table:
+            cells = []
+            for kind in ("prefill", "mixed", "decode"):
+                e = r.alone.get(kind)
+                form = "-" if not e or e["form"] is None else f"{e['form']:.3f}x"
+                served = "-" if not e else f"{e['served_over_alone']:.3f}x"
+                cells.append(f"{form:>14}{served:>16}")
+            print(f"{name:<56}" + "".join(cells))
     print()
     for title, rows_of in (("the profile as calibrated", lambda r: r.rows),
                            ("at the machine's speed", lambda r: r.at_speed_rows),

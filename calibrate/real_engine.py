@@ -25,6 +25,7 @@ import numpy as np
 
 from calibrate.power import EnergyMeter
 from calibrate.runner import Runner
+from calibrate.steps_alone import StepRecipe, recipe_of
 from sim.engine import ClosedLoopLoad, OpenLoop, step_tokens
 from sim.metrics import RunRecorder
 from sim.plan import StepShape
@@ -48,6 +49,8 @@ class RealRun:
     # each step: the seconds the engine slept (idle, waiting for an arrival or a timer) since the
     # step before; a step after a sleep pays the machine's wake-up (cost_model.wake_slowdown_curve)
     idle_s: list[float] = field(default_factory=list)
+    # each step's recipe: what rebuilds it to be timed alone (calibrate.steps_alone)
+    recipes: list[StepRecipe] = field(default_factory=list)
 
     @property
     def loop_s(self) -> list[float]:
@@ -119,6 +122,7 @@ def serve(prep: Prepared, runner: Runner, meter: EnergyMeter | None = None, seed
     before_s: list[float] = []
     after_s: list[float] = []
     idle_s: list[float] = []
+    recipes: list[StepRecipe] = []
     (sched,) = prep.make_schedulers(recorder)
     traffic = _Traffic(prep.load, sc.measurement.warmup_fraction, sc.measurement.drain_fraction)
     token_rng = np.random.default_rng(seed)
@@ -154,6 +158,7 @@ def serve(prep: Prepared, runner: Runner, meter: EnergyMeter | None = None, seed
                     ready = max(ready, woke)
                     slept += max(woke - now, 0.0)
                 continue
+            recipes.append(recipe_of(plan, runner))
             start = clock() - t0
             runner.execute(plan)
             runner.synchronize()
@@ -179,7 +184,7 @@ def serve(prep: Prepared, runner: Runner, meter: EnergyMeter | None = None, seed
     summary = finish_summary(prep, recorder, [sched])
     summary["energy"] = _measured_energy(summary, reading, meter)
     summary["engine"] = {"kind": "real", "device": str(runner.device), "wall_s": wall}
-    return RealRun(summary, recorder, wall, steps, before_s, after_s, idle_s)
+    return RealRun(summary, recorder, wall, steps, before_s, after_s, idle_s, recipes)
 
 
 def _arrive(req: Request, sched: BatchScheduler, runner: Runner, recorder: RunRecorder,

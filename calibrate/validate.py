@@ -28,6 +28,10 @@ Diagnostics say where an error comes from:
   * steps: every step the real engine ran, measured against the cost model's time for its shape,
     by kind (prefill, decode, mixed). If steps agree but latencies do not, the difference is in
     scheduling or the engine loop, not in the cost model.
+  * steps alone: after the runs, a few served steps of each kind rebuilt and timed alone, each
+    after one timing of the speed probe's reference step (`calibrate.steps_alone`): alone / cost
+    model / machine factor is the cost model's form on the served shapes at the machine's present
+    speed, and served / alone what serving added (wake-ups, neighbours).
   * replay: the simulator runs the workload again with each step taking the time the real engine
     measured for it (its loop's time between steps included; `sim.replay`). Its error is what
     scheduling and the engine loops leave unexplained; the rest of a prediction's error lies in
@@ -50,6 +54,7 @@ from calibrate.machine_load import ForeignLoad
 from calibrate.power import make_meter
 from calibrate.real_engine import RealRun, serve
 from calibrate.runner import Runner
+from calibrate.steps_alone import ALONE_STEPS, steps_alone
 from calibrate.sweep import Point, PointRunner
 from sim.cost_model import CostModel, KindScaledCost
 from sim.errors import InputError
@@ -83,6 +88,7 @@ class Validation:
     # per run: the share of all CPUs other processes and the hypervisor took while it served, and
     # the hypervisor's steal alone (None where /proc/stat is not there)
     machine_load: list[dict] = field(default_factory=list)
+    alone: dict = field(default_factory=dict)  # steps_alone(): served steps re-timed alone, by kind
 
     def columns(self) -> list[tuple[str, list[dict]]]:
         """The extra comparisons, as (column title, rows) for format_rows."""
@@ -108,7 +114,7 @@ class Validation:
                 "run_speed": self.run_speed, "comparison_at_run_speed": self.run_speed_rows,
                 "replay": self.replay_counts(), "comparison_of_replay": self.replay_rows,
                 "run_spread": self.spread_rows, "machine_load": self.machine_load,
-                "predicted": self.predicted.summary, "measured": self.measured_summary,
+                "steps_alone": self.alone, "predicted": self.predicted.summary, "measured": self.measured_summary,
                 "measured_runs": [r.summary for r in self.runs] if len(self.runs) > 1 else None}
 
     def record(self) -> dict:
@@ -337,6 +343,16 @@ class SpeedProbe:
         self.point_runner = PointRunner(self.runner, spec.name, seed)
         self.points = points
 
+    def factor_now(self, kind: str) -> float | None:
+        """One timing of the quickest reference point of the step kind's bound (decode: memory;
+        prefill and mixed: compute; else any) over its calibrated time; None without points."""
+        if self.runner is None:
+            return None
+        pairs = list(zip(self.records, self.points))
+        bound = [(r, p) for r, p in pairs if (p.kind == "decode") == (kind == "decode")] or pairs
+        record, point = bound[0]
+        return self.point_runner.time_once(point)[0] / record["seconds"]
+
     def measure(self, when: str, repeats: int = REFERENCE_REPEATS) -> list[dict]:
         """Each reference point timed now against its calibrated time; [] without points."""
         if self.runner is None:
@@ -386,6 +402,7 @@ class Served:
     runner: Runner
     runs: list[RealRun] = field(default_factory=list)
     machine_load: list[dict] = field(default_factory=list)  # per run (calibrate.machine_load)
+    alone: dict = field(default_factory=dict)  # retime_alone(): served steps re-timed alone
     speed_points: list[dict] = field(default_factory=list)  # the probe's, before the first run and after each
 
 
@@ -440,6 +457,15 @@ def serve_once(case: Served, probe: SpeedProbe | None = None, tdp_w: float | Non
     return run
 
 
+def retime_alone(case: Served, probe: SpeedProbe | None, per_kind: int) -> None:
+    """Up to per_kind of the case's served steps of each kind re-timed alone on its runner, each
+    after the probe's reference step (calibrate.steps_alone); kept as case.alone."""
+    served = [(shape, seconds, idle, recipe) for run in case.runs
+              for (shape, seconds), idle, recipe in zip(run.steps, run.idle_s, run.recipes)]
+    reference = probe.factor_now if probe is not None and probe.runner is not None else None
+    case.alone = steps_alone(served, step_kind, case.runner, case.prep.cost.step_time, reference, per_kind)
+
+
 def compare_served(case: Served, profile: Profile) -> Validation:
     """The prediction against the median of the case's runs, with every diagnostic column."""
     prep, runs = case.prep, case.runs
@@ -467,7 +493,7 @@ def compare_served(case: Served, profile: Profile) -> Validation:
                       speed, at_speed_rows, steps, replays, compare(replayed, measured),
                       run_speed, run_speed_rows,
                       run_spread([r.summary for r in runs], measured) if len(runs) > 1 else None,
-                      case.machine_load)
+                      case.machine_load, case.alone)
 
 
 def serving_order(num_cases: int, repeats: int) -> list[int]:
@@ -481,11 +507,12 @@ def serving_order(num_cases: int, repeats: int) -> list[int]:
 
 def validate_all(cases: list[tuple[str, Scenario]], profile: Profile, device: str = "cpu",
                  tdp_w: float | None = None, seed: int = 0, progress=None, check_speed: bool = True,
-                 repeats: int = 1, announce=None) -> list[Validation]:
+                 repeats: int = 1, announce=None, alone_steps: int = ALONE_STEPS) -> list[Validation]:
     """Serve every case `repeats` times (identical workload each time) in serving_order and
     compare each case's prediction with the median of its runs (median_summary); with repeats > 1
     the runs' spread around it (run_spread) is the machine's own noise, a floor under any error.
-    announce(case name, round, of rounds) is called before each run."""
+    After the runs, up to alone_steps served steps of each kind per case are re-timed alone
+    (retime_alone; 0: none). announce(case name, round, of rounds) is called before each run."""
     if repeats < 1:
         raise InputError("--repeats", "", f"expected >= 1, got {repeats}")
     served = set_up(cases, profile, device, seed)
@@ -494,13 +521,18 @@ def validate_all(cases: list[tuple[str, Scenario]], profile: Profile, device: st
         if announce is not None:
             announce(served[i].name, k // len(served) + 1, repeats)
         serve_once(served[i], probe, tdp_w, seed, progress)
+    if alone_steps > 0:
+        for case in served:
+            retime_alone(case, probe, alone_steps)
     return [compare_served(case, profile) for case in served]
 
 
 def validate(name: str, sc: Scenario, profile: Profile, device: str = "cpu", tdp_w: float | None = None,
-             seed: int = 0, progress=None, check_speed: bool = True, repeats: int = 1) -> Validation:
+             seed: int = 0, progress=None, check_speed: bool = True, repeats: int = 1,
+             alone_steps: int = ALONE_STEPS) -> Validation:
     """One workload: validate_all of it alone."""
-    return validate_all([(name, sc)], profile, device, tdp_w, seed, progress, check_speed, repeats)[0]
+    return validate_all([(name, sc)], profile, device, tdp_w, seed, progress, check_speed, repeats,
+                        alone_steps=alone_steps)[0]
 
 
 SPREAD = "run spread"
@@ -555,6 +587,12 @@ def format_diagnostics(v: Validation) -> str:
         lines.append(f"steps {kind:<8}{e['num_steps']:>6} steps: measured {e['measured_s']:.3f} s, "
                      f"cost model {e['predicted_s']:.3f} s ({percent(e['rel_error'])}; median step ratio "
                      f"{e['median_ratio']:.3f}{woke})")
+    for kind, e in v.alone.items():
+        speed = ("" if e["form"] is None else f", the machine's reference step {e['machine_factor']:.3f}x its "
+                 f"calibrated time beside them: form {e['form']:.3f}x")
+        lines.append(f"alone {kind:<8}{e['num_steps']:>6} served steps rebuilt and timed alone: "
+                     f"{e['alone_over_model']:.3f}x the cost model{speed}; served {e['served_over_alone']:.3f}x "
+                     f"alone ({e['num_after_idle']} of them after the engine slept)")
     if v.run_speed is not None:
         lines.append(f"run speed: the run's own steps took {v.run_speed['decode_factor']:.3f}x (decode) and "
                      f"{v.run_speed['prefill_factor']:.3f}x (prefill/mixed) their cost-model time in sum; 'run "

@@ -30,6 +30,7 @@ import datetime
 import json
 import sys
 
+from calibrate.steps_alone import ALONE_STEPS
 from sim.errors import InputError
 
 SUITE_SECOND_MODEL = "llama-medium-400m"
@@ -53,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "column shows by how much): 3 on a cloud VM")
     parser.add_argument("--no-speed-check", action="store_true",
                         help="skip re-timing calibration points before and after each run")
+    parser.add_argument("--alone-steps", type=int, default=ALONE_STEPS, metavar="N",
+                        help="after the runs, rebuild up to N served steps of each kind and time them "
+                             "alone, to tell the cost model's form from what serving adds (0: skip)")
     return parser
 
 
@@ -78,6 +82,8 @@ def validate_command(argv: list[str]) -> int:
     args, rest = build_parser().parse_known_args(argv)
     if args.repeats < 1:
         raise InputError("--repeats", "", f"expected >= 1, got {args.repeats}")
+    if args.alone_steps < 0:
+        raise InputError("--alone-steps", "", f"expected >= 0, got {args.alone_steps}")
     profile = load_profile(args.profile)
     cases = [(name, scenario_from_dict(data, args.scenario or "command line"))
              for name, data in _scenarios(args, rest, profile)]
@@ -88,7 +94,8 @@ def validate_command(argv: list[str]) -> int:
         print(f"== {name}{of}: serving {described[name]} on {args.device} (real time) ...", flush=True)
 
     results = validate_all(cases, profile, device=args.device, tdp_w=args.tdp_w,
-                           check_speed=not args.no_speed_check, repeats=args.repeats, announce=announce)
+                           check_speed=not args.no_speed_check, repeats=args.repeats, announce=announce,
+                           alone_steps=args.alone_steps)
     for result in results:
         runs = f" over {len(result.runs)} runs" if len(result.runs) > 1 else ""
         print(f"\n== {result.name}\nidentical workload: {result.same_workload}; real engine wall time "

@@ -13,8 +13,9 @@ pytest.importorskip("torch")
 pytest.importorskip("scipy")
 
 from calibrate.cli import main as calibrate_main  # noqa: E402
-from calibrate.validate import (run_speed_factors, serving_order, set_up, step_errors,  # noqa: E402
-                                validate, validate_all)
+from calibrate.steps_alone import build, evenly, release  # noqa: E402
+from calibrate.validate import (SpeedProbe, retime_alone, run_speed_factors, serve_once,  # noqa: E402
+                                serving_order, set_up, step_errors, validate, validate_all)
 from calibrate.validate_cli import main as validate_main  # noqa: E402
 from sim.profile import load_profile  # noqa: E402
 from sim.scenario import prepare, scenario_from_dict  # noqa: E402
@@ -80,6 +81,13 @@ def test_real_engine_and_simulator_serve_the_identical_workload(tiny_profile, po
     assert result.run_speed == run_speed_factors(result.steps)
     assert [r["metric"] for r in result.run_speed_rows] == [r["metric"] for r in result.rows]
     assert [title for title, _ in result.columns()] == ["at speed", "run speed", "replay"]
+    # served steps of each kind rebuilt and timed alone, beside the machine's reference step
+    assert "decode" in result.alone and set(result.alone) <= {"prefill", "decode", "mixed"}
+    for kind, alone in result.alone.items():
+        assert 0 < alone["num_steps"] <= 12 and alone["machine_factor"] > 0
+        assert alone["form"] == pytest.approx(alone["alone_s"] / alone["model_s"] / alone["machine_factor"])
+        assert alone["served_over_alone"] == pytest.approx(alone["served_s"] / alone["alone_s"])
+    assert result.to_dict()["steps_alone"] == result.alone
     # the machine's other load while it served (other processes, the hypervisor's steal): a share
     (load,) = result.machine_load
     for share in (load["other_share"], load["steal_share"]):
@@ -155,6 +163,37 @@ def test_several_workloads_are_served_in_rounds_on_one_runner_per_model(tiny_pro
     assert a.runner is b.runner and a.runner.max_seq_len >= 200 + 40  # sized for both
 
 
+def test_served_steps_are_rebuilt_in_their_identical_shapes_and_timed_alone(tiny_profile):
+    """Every served step's recipe rebuilds it on the runner with the same StepShape (chunks,
+    starts, decoders' contexts); a few of each kind are timed alone, evenly over the runs."""
+    profile = load_profile(tiny_profile)
+    (case,) = set_up([("c", scenario_from_dict(scenario(tiny_profile, "chunked")))], profile)
+    run = serve_once(case)
+    assert len(run.recipes) == len(run.steps)
+    kinds = set()
+    for recipe, (shape, _) in zip(run.recipes, run.steps):
+        plan = build(recipe, case.runner)
+        assert plan.shape() == shape
+        release(plan, case.runner)
+        kinds.add("decode" if not shape.num_prefill_tokens else
+                  "prefill" if shape.num_prefill_tokens == shape.num_tokens else "mixed")
+    assert {"decode", "mixed"} <= kinds
+    retime_alone(case, None, per_kind=3)  # without a probe: no machine factor, no form
+    assert set(case.alone) == kinds
+    for alone in case.alone.values():
+        assert alone["num_steps"] <= 3 and alone["machine_factor"] is None and alone["form"] is None
+        assert alone["alone_s"] > 0 and alone["model_s"] > 0
+    retime_alone(case, SpeedProbe(profile), per_kind=2)
+    assert all(a["num_steps"] <= 2 and a["form"] > 0 for a in case.alone.values())
+
+
+def test_steps_alone_are_picked_evenly_over_the_runs():
+    assert evenly(10, 4) == [0, 3, 6, 9]
+    assert evenly(3, 12) == [0, 1, 2]
+    assert evenly(5, 1) == [2]
+    assert evenly(0, 3) == [] and evenly(4, 0) == []
+
+
 def test_serving_order_visits_each_workload_once_a_round_at_the_same_mean_position():
     assert serving_order(3, 1) == [0, 1, 2]
     assert serving_order(3, 4) == [0, 1, 2, 2, 1, 0, 0, 1, 2, 2, 1, 0]
@@ -164,7 +203,8 @@ def test_serving_order_visits_each_workload_once_a_round_at_the_same_mean_positi
     assert len({sum(p) for p in positions.values()}) == 1  # an even number of rounds: the same mean
 
 
-@pytest.mark.parametrize("flags, named", [(["--model", "nope"], "--model"), (["--repeats", "0"], "--repeats")])
+@pytest.mark.parametrize("flags, named", [(["--model", "nope"], "--model"), (["--repeats", "0"], "--repeats"),
+                                          (["--alone-steps", "-1"], "--alone-steps")])
 def test_validate_cli_bad_input_is_one_line_exit_2(tiny_profile, capsys, flags, named):
     assert validate_main(["--profile", str(tiny_profile), "--model", "tiny", "--rate", "1", *flags]) == 2
     err = capsys.readouterr().err.strip().splitlines()
