@@ -56,8 +56,9 @@ def build(recipe: StepRecipe, runner: Runner) -> StepPlan:
     """Fresh requests on the runner in the recipe's state, and the plan of its step."""
     chunks, decodes = [], []
     rid = FIRST_REQUEST_ID
-    for start, num_tokens, samples in recipe.chunks:
-        runner.add_request(rid, list(range(1, start + num_tokens + 1)))
+    for start, num_tokens, samples in recipe.chunks:  # a chunk that does not sample stops short
+        known = start + num_tokens + (0 if samples else 1)  # of its request's last known token
+        runner.add_request(rid, list(range(1, known + 1)))
         if start:
             runner.reserve_context(rid, start)
         chunks.append(PrefillChunk(rid, start, num_tokens, samples))

@@ -13,7 +13,7 @@ pytest.importorskip("torch")
 pytest.importorskip("scipy")
 
 from calibrate.cli import main as calibrate_main  # noqa: E402
-from calibrate.steps_alone import build, evenly, release  # noqa: E402
+from calibrate.steps_alone import evenly, time_alone  # noqa: E402
 from calibrate.validate import (SpeedProbe, retime_alone, run_speed_factors, serve_once,  # noqa: E402
                                 serving_order, set_up, step_errors, validate, validate_all)
 from calibrate.validate_cli import main as validate_main  # noqa: E402
@@ -167,14 +167,16 @@ def test_served_steps_are_rebuilt_in_their_identical_shapes_and_timed_alone(tiny
     """Every served step's recipe rebuilds it on the runner with the same StepShape (chunks,
     starts, decoders' contexts); a few of each kind are timed alone, evenly over the runs."""
     profile = load_profile(tiny_profile)
-    (case,) = set_up([("c", scenario_from_dict(scenario(tiny_profile, "chunked")))], profile)
+    data = scenario(tiny_profile, "chunked")  # prompts up to 200 tokens, 64 a step: split in chunks
+    data["scheduler"]["max_num_batched_tokens"] = 64
+    data["workload"] = {**data["workload"], "num_requests": 12, "input_tokens": {"dist": "uniform", "min": 8, "max": 200}}
+    (case,) = set_up([("c", scenario_from_dict(data))], profile)
     run = serve_once(case)
     assert len(run.recipes) == len(run.steps)
+    assert any(not samples for recipe in run.recipes for _, _, samples in recipe.chunks)
     kinds = set()
     for recipe, (shape, _) in zip(run.recipes, run.steps):
-        plan = build(recipe, case.runner)
-        assert plan.shape() == shape
-        release(plan, case.runner)
+        assert time_alone(recipe, case.runner)[1] == shape  # executes: the runner checks the plan
         kinds.add("decode" if not shape.num_prefill_tokens else
                   "prefill" if shape.num_prefill_tokens == shape.num_tokens else "mixed")
     assert {"decode", "mixed"} <= kinds
