@@ -54,7 +54,7 @@ from calibrate.machine_load import ForeignLoad
 from calibrate.power import make_meter
 from calibrate.real_engine import RealRun, serve
 from calibrate.runner import Runner
-from calibrate.steps_alone import ALONE_STEPS, steps_alone
+from calibrate.steps_alone import ALONE_STEPS, evenly, steps_alone
 from calibrate.sweep import Point, PointRunner
 from sim.cost_model import CostModel, KindScaledCost
 from sim.errors import InputError
@@ -321,8 +321,7 @@ def reference_records(profile: Profile, count: int = REFERENCE_POINTS) -> list[d
                    key=lambda r: r["seconds"])
     if not quick:
         return []
-    picks = sorted({round(i * (len(quick) - 1) / max(count - 1, 1)) for i in range(count)})
-    return [quick[i] for i in picks]
+    return [quick[i] for i in evenly(len(quick), count)]
 
 
 class SpeedProbe:

@@ -15,7 +15,8 @@ pytest.importorskip("scipy")
 from calibrate.cli import main as calibrate_main  # noqa: E402
 from calibrate.steps_alone import evenly, time_alone  # noqa: E402
 from calibrate.validate import (SpeedProbe, retime_alone, run_speed_factors, serve_once,  # noqa: E402
-                                serving_order, set_up, step_errors, validate, validate_all)
+                                serving_order, set_up, step_errors, step_kind, validate,
+                                validate_all)
 from calibrate.validate_cli import main as validate_main  # noqa: E402
 from sim.profile import load_profile  # noqa: E402
 from sim.scenario import prepare, scenario_from_dict  # noqa: E402
@@ -177,8 +178,7 @@ def test_served_steps_are_rebuilt_in_their_identical_shapes_and_timed_alone(tiny
     kinds = set()
     for recipe, (shape, _) in zip(run.recipes, run.steps):
         assert time_alone(recipe, case.runner)[1] == shape  # executes: the runner checks the plan
-        kinds.add("decode" if not shape.num_prefill_tokens else
-                  "prefill" if shape.num_prefill_tokens == shape.num_tokens else "mixed")
+        kinds.add(step_kind(shape))
     assert {"decode", "mixed"} <= kinds
     retime_alone(case, None, per_kind=3)  # without a probe: no machine factor, no form
     assert set(case.alone) == kinds
