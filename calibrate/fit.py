@@ -8,6 +8,9 @@ What is fitted (see `sim.cost_model` for the form; it is evaluated, never re-imp
   * attention_efficiency: fraction of peak FLOP/s reached by attention's (query, key) pairs;
   * step_overhead_s, layer_overhead_s, sequence_overhead_s, sequence_layer_overhead_s: fixed costs
     per step, per decoder layer, per sequence and per sequence per layer (an attention call);
+  * cached_attention_efficiency and prefix_key_layer_overhead_s: attention over keys of earlier
+    steps, per pair and per chunk's prefix key, where some point has a chunk after a prefix (a
+    decode's one query per key is KV-bound and cannot tell them apart);
   * where `sim.profile.CostParams` has them (proposed extensions): kv_memory_efficiency (bandwidth
     fraction of decode attention's KV reads) and matmul_width_exponent (GEMM efficiency growing
     with the model's width; needs points of two widths).
@@ -44,8 +47,6 @@ from sim.model_spec import ModelSpec
 from sim.plan import StepShape
 from sim.profile import MAX_MEASURED_MATMUL_EFFICIENCY, CostParams, Profile, profile_from_dict
 
-SHAPE_FIELDS = ("num_tokens", "num_seqs", "num_sampled", "context_tokens", "attention_pairs",
-                "num_prefill_tokens")
 MIN_EFFICIENCY = 1e-4
 MAX_EFFICIENCY = 1.5  # the profile schema's bound on memory and attention efficiencies
 # The matmul curve is bounded by MAX_MEASURED_MATMUL_EFFICIENCY: it is stated for width 4096 (see
@@ -65,7 +66,12 @@ def curve_knots(max_tokens: int) -> list[int]:
 
 
 def shape_of(point: dict) -> StepShape:
-    return StepShape(*(int(point[f]) for f in SHAPE_FIELDS))
+    return StepShape.from_record(point)
+
+
+def has_prefix_chunk(shape: StepShape) -> bool:
+    """Whether a step attends with more than one query per cached key: a chunk after a prefix."""
+    return shape.cached_pairs > shape.context_tokens - shape.num_tokens
 
 
 def spec_from_dict(data: dict) -> ModelSpec:
@@ -77,6 +83,10 @@ def spec_from_dict(data: dict) -> ModelSpec:
 # calibration report) are fitted only where sim.profile.CostParams has them.
 EFFICIENCIES = ("memory_efficiency", "attention_efficiency")
 OPTIONAL_EFFICIENCIES = ("kv_memory_efficiency",)
+# attention over the cache: fitted only where some point has a chunk after a prefix (more than one
+# query per cached key); decodes alone cannot tell it apart (their cached attention is KV-bound)
+CACHED_ATTENTION = "cached_attention_efficiency"
+PREFIX_KEY = "prefix_key_layer_overhead_s"  # with it: a chunk's per-prefix-key cost beside the math
 OVERHEADS = ("step_overhead_s", "sequence_overhead_s", "layer_overhead_s",
              "sequence_layer_overhead_s")  # the last two need models of two layer counts
 WIDTH_EXPONENT = "matmul_width_exponent"  # optional: efficiency x min(1, (hidden/ref)^exponent)
@@ -93,17 +103,20 @@ class _Problem:
     parameter (overheads in ms, the width exponent) ...]."""
 
     def __init__(self, base: Profile, specs: dict[str, ModelSpec], points: list[dict],
-                 knots: list[int], fit_layer_overhead: bool, fit_width: bool) -> None:
+                 knots: list[int], fit_layer_overhead: bool, fit_width: bool,
+                 fit_cached: bool = False) -> None:
         self.base = base
         self.specs = specs
         self.knots = knots
-        self.efficiencies = EFFICIENCIES + tuple(e for e in OPTIONAL_EFFICIENCIES
-                                                 if e in cost_fields())
+        self.efficiencies = (EFFICIENCIES + tuple(e for e in OPTIONAL_EFFICIENCIES if e in cost_fields())
+                             + ((CACHED_ATTENTION,) if fit_cached else ()))
         # (name, scale to the field's unit, upper bound)
         self.linear = [(name, OVERHEAD_SCALE_S, 1e4)
                        for name in (OVERHEADS if fit_layer_overhead else OVERHEADS[:2])]
         if fit_width:
             self.linear.append((WIDTH_EXPONENT, 1.0, 2.0))
+        if fit_cached:
+            self.linear.append((PREFIX_KEY, 1e-6, 1e4))  # fitted in us
         self.groups: dict[str, list[int]] = {}
         for i, point in enumerate(points):
             self.groups.setdefault(point["model"], []).append(i)
@@ -152,11 +165,13 @@ class _Problem:
               overhead_ms: float) -> np.ndarray:
         log_curve = [math.log(max(peak_eff * t / (t + half_tokens), 2 * MIN_EFFICIENCY))
                      for t in self.knots]
-        starts = {"memory_efficiency": mem_eff, "attention_efficiency": attn_eff}
+        starts = {"memory_efficiency": mem_eff, "attention_efficiency": attn_eff,
+                  CACHED_ATTENTION: attn_eff}
         log_eff = [math.log(starts.get(name, mem_eff / 2)) for name in self.efficiencies]
         linear = {"step_overhead_s": overhead_ms, "sequence_overhead_s": overhead_ms / 100.0,
                   "layer_overhead_s": overhead_ms / 10.0,
-                  "sequence_layer_overhead_s": overhead_ms / 1000.0, WIDTH_EXPONENT: 0.2}
+                  "sequence_layer_overhead_s": overhead_ms / 1000.0, WIDTH_EXPONENT: 0.2,
+                  PREFIX_KEY: 0.1}
         return np.array(log_curve + log_eff + [linear[name] for name, _, _ in self.linear])
 
 
@@ -197,8 +212,11 @@ def fit_profile(document: dict, where: str = "profile", max_nfev: int = 400) -> 
     fit_layer = len({specs[p["model"]].num_layers for p in points}) > 1
     fit_width = (WIDTH_EXPONENT in cost_fields()
                  and len({specs[p["model"]].hidden_size for p in points}) > 1)
+    fit_cached = any(has_prefix_chunk(shape_of(p)) for p in points)
+    for name in (CACHED_ATTENTION, PREFIX_KEY):  # fitted again below, or not at all
+        doc["cost_model"].pop(name, None)
     base = profile_from_dict(doc, where)
-    problem = _Problem(base, specs, points, knots, fit_layer, fit_width)
+    problem = _Problem(base, specs, points, knots, fit_layer, fit_width, fit_cached)
     lo, hi = problem.bounds()
 
     min_s = min(p["seconds"] for p in points)

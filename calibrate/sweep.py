@@ -9,6 +9,10 @@ executed (`plan.shape()`), so the fit sees exactly what the simulator computes.
 * prefill (batch x prompt length): `batch` fresh prompts of `prompt_tokens` in one step;
 * decode (batch x context): `batch` sequences decoding one token each at `context_tokens`
   (contexts are set with `Runner.reserve_context`, no prefill is paid);
+* prefill after a prefix: the last chunk of a longer prompt, `length` tokens behind `start`
+  cached ones (each prompt length shorter than a decode context, ending at that context, so no
+  position beyond the grid's is needed): attention over a cache runs at its own rate
+  (sim.cost_model), and only these steps show it apart;
 * mixed: one prefill chunk (fresh, or the second chunk of a prompt) with `batch` decodes.
 
 The first pass orders the grid coarse first: each axis is visited by bisection (ends, then the
@@ -50,7 +54,7 @@ if TYPE_CHECKING:
     from calibrate.speed_reference import SpeedReference
 
 SHAPE_FIELDS = ("num_tokens", "num_seqs", "num_sampled", "context_tokens", "attention_pairs",
-                "num_prefill_tokens")
+                "num_prefill_tokens", "cached_pairs", "prefix_tokens")  # StepShape.from_record
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,11 @@ class Grid:
         if self.mixed_chunks:
             longest = max(longest, self.mixed_context + max(self.mixed_chunks))
         return longest
+
+    def prefix_points(self) -> list[tuple[int, int, int]]:
+        """(chunk tokens, start, context) of the prefill-after-a-prefix points: each prompt length
+        as the last chunk of a prompt as long as each longer decode context."""
+        return [(p, c - p, c) for p in self.prompt_lens for c in self.contexts if p < c]
 
     def max_num_seqs(self) -> int:
         return max(max(self.batches), max(self.mixed_batches, default=0) + 1)
@@ -128,6 +137,8 @@ def grid_points(grid: Grid) -> list[Point]:
                   bisection_levels(grid.contexts))
     points = [Point("prefill", b, p, level=max(lb[b], lp[p]))
               for b in grid.batches for p in grid.prompt_lens]
+    points += [Point("prefill", 1, p, start, level=max(lp[p], lc[c]) + 1)
+               for p, start, c in grid.prefix_points()]
     points += [Point("decode", b, c, level=max(lb[b], lc[c]))
                for b in grid.batches for c in grid.contexts]
     if grid.mixed_chunks and grid.mixed_batches:
@@ -144,7 +155,7 @@ def grid_points(grid: Grid) -> list[Point]:
 def plan_for(point: Point, first_id: int = 0) -> StepPlan:
     """The StepPlan of a point (request ids from first_id: decoders first, then the prompts)."""
     if point.kind == "prefill":
-        return StepPlan(prefill=tuple(PrefillChunk(first_id + i, 0, point.length, True)
+        return StepPlan(prefill=tuple(PrefillChunk(first_id + i, point.start, point.length, True)
                                       for i in range(point.batch)))
     if point.kind == "decode":
         return StepPlan(decode_ids=tuple(range(first_id, first_id + point.batch)),
@@ -183,8 +194,10 @@ class PointRunner:
     def setup(self, point: Point) -> StepPlan:
         plan = plan_for(point)
         if point.kind == "prefill":
-            for chunk in plan.prefill:
-                self.runner.add_request(chunk.request_id, self._prompt(point.length))
+            for chunk in plan.prefill:  # after a prefix: a prompt of start + length, prefix reserved
+                self.runner.add_request(chunk.request_id, self._prompt(point.start + point.length))
+                if point.start:
+                    self.runner.reserve_context(chunk.request_id, point.start)
             return plan
         context = point.length if point.kind == "decode" else point.context
         for rid in plan.decode_ids:
@@ -257,7 +270,9 @@ class Measurement:
         point, median = self.point, self.seconds
         speed = at_speed(self.times, self.stamps, track) if track is not None else None
         out: dict = {"kind": point.kind, "model": model_name, "batch": point.batch}
-        if point.kind == "prefill":
+        if point.kind == "prefill" and point.start:
+            out.update(chunk_tokens=point.length, chunk_start=point.start)
+        elif point.kind == "prefill":
             out["prompt_tokens"] = point.length
         elif point.kind == "decode":
             out["context_tokens_per_seq"] = point.length

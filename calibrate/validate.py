@@ -304,6 +304,8 @@ class MachineSpeed:
 def point_from_record(record: dict) -> Point:
     """The sweep point a profile's measurement record was taken at."""
     kind, batch = record["kind"], int(record["batch"])
+    if kind == "prefill" and "chunk_start" in record:  # a chunk after a prefix
+        return Point("prefill", batch, int(record["chunk_tokens"]), int(record["chunk_start"]))
     if kind == "prefill":
         return Point("prefill", batch, int(record["prompt_tokens"]))
     if kind == "decode":

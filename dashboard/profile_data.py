@@ -16,7 +16,6 @@ from sim.model_spec import ModelSpec, resolve_model
 from sim.plan import StepShape
 from sim.profile import Profile
 
-SHAPE_FIELDS = tuple(f.name for f in dataclasses.fields(StepShape))
 DECODE_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 PREFILL_TOKENS = (128, 256, 512, 1024, 2048, 4096, 8192)
 
@@ -42,7 +41,10 @@ def measured_points(profile: Profile) -> list[dict[str, Any]]:
         name = str(point["model"])
         if name not in costs:
             costs[name] = CostModel(_spec(name, models), profile)
-        shape = StepShape(**{f: int(point.get(f, 0)) for f in SHAPE_FIELDS})
+        try:
+            shape = StepShape.from_record(point)
+        except (KeyError, TypeError, ValueError):  # not a timed step's record
+            continue
         rows.append({"kind": point.get("kind", "?"), "model": name, "batch": point.get("batch"),
                      "num_tokens": shape.num_tokens, "context_tokens": shape.context_tokens,
                      "measured_s": float(point["seconds"]),

@@ -11,8 +11,18 @@ Modelled, per device of a TP group (weights, heads and KV heads split TP ways):
     min(1, (hidden / 4096) ^ matmul_width_exponent) (fitted from two model widths).
   * attention: 4 x layers x q_size FLOPs per causal (query, key) pair, and the KV of every
     context token read once, at kv_memory_efficiency of the bandwidth where the profile gives one
-    (attention kernels gather KV per head; they often stream slower than weight GEMMs); bound by
-    the slower of the two: t_attn = max(t_flops, t_kv).
+    (attention kernels gather KV per head; they often stream slower than weight GEMMs). Two parts,
+    each bound by the slower of its FLOPs and its KV reads:
+      - over the cache: the step's queries against keys computed in earlier steps (a decode's
+        context, a later chunk's prefix: StepShape.cached_pairs), full rectangles of tiles, at
+        cached_attention_efficiency where the profile gives one;
+      - within the step: the causal triangles among the step's own tokens, at attention_efficiency.
+    t_attn = max(t_flops_cached, t_kv_cached) + max(t_flops_new, t_kv_new). Measured on the CPU
+    runner, a 512-token chunk behind a 3072-token prefix ran its cached pairs ~1.6x faster per pair
+    than a fresh prompt's triangle: one efficiency for both over-predicted it by 30 %. Where a
+    runner gathers a chunk's prefix K/V before its kernel (the CPU runner), each chunk also pays
+    prefix_key_layer_overhead_s per layer per prefix key, beside the math: a 16-token chunk's
+    pairs cost ~1.8x a 512-token chunk's there.
   * fixed overheads: per step, per layer (kernel launches / Python), per sequence (metadata), and
     per sequence per layer (each sequence's attention is a call of its own: a CPU engine's
     scaled_dot_product_attention per decode, a GPU's per-sequence work partition).
@@ -100,10 +110,14 @@ class CostModel:
         self._lin_flops_per_token = model.linear_flops_per_token / tp
         self._head_flops_per_sample = model.lm_head_flops_per_sampled_token / tp
         self._attn_s_per_pair = model.attention_flops_per_pair / tp / (peak * params.attention_efficiency)
+        self._cached_attn_s_per_pair = model.attention_flops_per_pair / tp / (
+            peak * (params.cached_attention_efficiency or params.attention_efficiency))
         kv_share = max(1.0 / tp, 1.0 / model.num_kv_heads)
         kv_bandwidth = profile.device.memory_bandwidth_bytes_per_s * (
             params.kv_memory_efficiency or params.memory_efficiency)
         self._kv_s_per_token = model.kv_bytes_per_token * kv_share / kv_bandwidth
+        # a decode's one query: its cached context at the cache's rate, its own token at the step's
+        self._cached_or_kv_s_per_token = max(self._cached_attn_s_per_pair, self._kv_s_per_token)
         self._attn_or_kv_s_per_token = max(self._attn_s_per_pair, self._kv_s_per_token)
         if model.is_moe:
             self._dense_weight_bytes = (model.layer_weight_bytes
@@ -118,6 +132,7 @@ class CostModel:
         self._fixed_overhead_s = params.step_overhead_s + params.layer_overhead_s * model.num_layers
         self._seq_overhead_s = (params.sequence_overhead_s
                                 + params.sequence_layer_overhead_s * model.num_layers)
+        self._prefix_key_s = params.prefix_key_layer_overhead_s * model.num_layers
         self.engine_overhead_s = params.engine_step_overhead_s  # after each step (sim.engine)
         power = profile.power
         self._decode_w = power.decode_w * tp
@@ -163,11 +178,16 @@ class CostModel:
         if shape.num_tokens <= 0:
             return StepCost(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
         matmul_s, weights_s, linear_s = self._linear_parts(shape.num_tokens, shape.num_sampled)
-        attn_s = self._attn_s_per_pair * shape.attention_pairs
-        kv_s = self._kv_s_per_token * shape.context_tokens
+        cached_attn_s = self._cached_attn_s_per_pair * shape.cached_pairs
+        new_attn_s = self._attn_s_per_pair * (shape.attention_pairs - shape.cached_pairs)
+        cached_kv_s = self._kv_s_per_token * (shape.context_tokens - shape.num_tokens)
+        new_kv_s = self._kv_s_per_token * shape.num_tokens
+        attn_s, kv_s = cached_attn_s + new_attn_s, cached_kv_s + new_kv_s
         comm_s = self._comm_s(shape.num_tokens)
-        overhead_s = self._fixed_overhead_s + self._seq_overhead_s * shape.num_seqs
-        time_s = overhead_s + linear_s + max(attn_s, kv_s) + comm_s
+        overhead_s = (self._fixed_overhead_s + self._seq_overhead_s * shape.num_seqs
+                      + self._prefix_key_s * shape.prefix_tokens)
+        time_s = (overhead_s + linear_s + max(cached_attn_s, cached_kv_s) + max(new_attn_s, new_kv_s)
+                  + comm_s)
         energy_j = self._decode_w * time_s + self._compute_extra_w * (matmul_s + attn_s)
         return StepCost(time_s, energy_j, matmul_s, weights_s, attn_s, kv_s, comm_s, overhead_s,
                         self.engine_overhead_s)
@@ -184,14 +204,14 @@ class CostModel:
         """Decode-only steps of a fixed batch: step j takes alpha + beta*j seconds and
         e_alpha + e_beta*j joules. context_tokens_before: the batch's summed context before step 0."""
         matmul_s, _, linear_s = self._linear_parts(num_seqs, num_sampled)
-        ctx0 = context_tokens_before + num_seqs
-        per_tok = self._attn_or_kv_s_per_token
-        alpha = (self._fixed_overhead_s + self._seq_overhead_s * num_seqs
-                 + linear_s + self._comm_s(num_seqs) + per_tok * ctx0)
-        beta = per_tok * num_seqs
-        attn0 = self._attn_s_per_pair * ctx0
+        per_cached = self._cached_or_kv_s_per_token
+        alpha = (self._fixed_overhead_s + self._seq_overhead_s * num_seqs + linear_s
+                 + self._comm_s(num_seqs) + per_cached * context_tokens_before
+                 + self._attn_or_kv_s_per_token * num_seqs)
+        beta = per_cached * num_seqs
+        attn0 = self._cached_attn_s_per_pair * context_tokens_before + self._attn_s_per_pair * num_seqs
         e_alpha = self._decode_w * alpha + self._compute_extra_w * (matmul_s + attn0)
-        e_beta = self._decode_w * beta + self._compute_extra_w * self._attn_s_per_pair * num_seqs
+        e_beta = self._decode_w * beta + self._compute_extra_w * self._cached_attn_s_per_pair * num_seqs
         return alpha, beta, e_alpha, e_beta
 
     # ---- convenience for reports and tests ------------------------------------------------

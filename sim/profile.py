@@ -68,6 +68,13 @@ class CostParams:
     matmul_efficiency_curve: tuple[tuple[float, float], ...] = ()
     fit: dict[str, Any] | None = None
     kv_memory_efficiency: float | None = None  # KV reads, if they stream slower than weights
+    # attention over keys computed in earlier steps (a decode's context, a chunk's prefix): full
+    # tiles, often faster per pair than a fresh prompt's causal triangle; None: attention_efficiency
+    cached_attention_efficiency: float | None = None
+    # per decoder layer, for each cached key a prefill chunk attends (StepShape.prefix_tokens): a
+    # runner that gathers a chunk's prefix K/V before its kernel, not overlapped with the math
+    # (the CPU runner's strided cache slice); 0 where the kernel reads the cache in place
+    prefix_key_layer_overhead_s: float = 0.0
     matmul_width_exponent: float = 0.0  # narrower matrices reach less: x min(1, (hidden/4096)^e)
     # per sequence per decoder layer: each sequence's attention is its own call (kernel launch or,
     # on a CPU, one scaled_dot_product_attention of ~20 us), so it grows with both
@@ -248,10 +255,14 @@ def profile_from_dict(data: Any, where: str) -> Profile:
         fit=cm.get("fit"),
         kv_memory_efficiency=(r.number(cm, "kv_memory_efficiency", p, maximum=1.5)
                               if cm.get("kv_memory_efficiency") is not None else None),
+        cached_attention_efficiency=(r.number(cm, "cached_attention_efficiency", p, maximum=1.5)
+                                     if cm.get("cached_attention_efficiency") is not None else None),
         matmul_width_exponent=r.number(cm, "matmul_width_exponent", p, strict=False, maximum=4.0,
                                        default=0.0),
         sequence_layer_overhead_s=r.number(cm, "sequence_layer_overhead_s", p, strict=False,
                                            default=0.0),
+        prefix_key_layer_overhead_s=r.number(cm, "prefix_key_layer_overhead_s", p, strict=False,
+                                             default=0.0),
         wake_slowdown_curve=wake,
         engine_step_overhead_s=r.number(cm, "engine_step_overhead_s", p, strict=False,
                                         maximum=1.0, default=0.0),
@@ -348,7 +359,8 @@ def at_time_factor(profile: Profile, memory_factor: float, compute_factor: float
     cost = replace(cost, step_overhead_s=cost.step_overhead_s * compute_factor,
                    layer_overhead_s=cost.layer_overhead_s * compute_factor,
                    sequence_overhead_s=cost.sequence_overhead_s * compute_factor,
-                   sequence_layer_overhead_s=cost.sequence_layer_overhead_s * compute_factor)
+                   sequence_layer_overhead_s=cost.sequence_layer_overhead_s * compute_factor,
+                   prefix_key_layer_overhead_s=cost.prefix_key_layer_overhead_s * compute_factor)
     return replace(profile, device=device, cost=cost)
 
 

@@ -210,13 +210,15 @@ def _check_cost_model(data: dict, add: Add) -> None:
     _number(cm, "matmul_efficiency", p, add, high=matmul_high)
     for key in ("memory_efficiency", "attention_efficiency"):
         _number(cm, key, p, add, high=high)
-    if cm.get("kv_memory_efficiency") is not None:
-        _number(cm, "kv_memory_efficiency", p, add, high=high)
+    for key in ("kv_memory_efficiency", "cached_attention_efficiency"):
+        if cm.get(key) is not None:
+            _number(cm, key, p, add, high=high)
     if "matmul_width_exponent" in cm:
         _number(cm, "matmul_width_exponent", p, add, low_inclusive=True, high=4.0)
     for key in ("matmul_half_tokens", "step_overhead_s", "layer_overhead_s", "sequence_overhead_s"):
         _number(cm, key, p, add, low_inclusive=True)
     _number(cm, "sequence_layer_overhead_s", p, add, low_inclusive=True, required=False)
+    _number(cm, "prefix_key_layer_overhead_s", p, add, low_inclusive=True, required=False)
     _number(cm, "engine_step_overhead_s", p, add, low_inclusive=True, high=1.0, required=False)
     if not _is_wake_curve(cm.get("wake_slowdown_curve", [])):
         add(p + "wake_slowdown_curve", "expected [[idle_s > 0, slowdown >= 0], ...] with idle times increasing")
@@ -427,10 +429,12 @@ def show(name_or_path: str | Path) -> str:
                      f"latency {link.latency_s * 1e6:.3g} us")
     lines += ["", f"cost model (compute {cm.compute_dtype}):",
               f"  matmul_efficiency {cm.matmul_efficiency:g}, matmul_half_tokens {cm.matmul_half_tokens:g}",
-              f"  memory_efficiency {cm.memory_efficiency:g}, attention_efficiency {cm.attention_efficiency:g}",
+              f"  memory_efficiency {cm.memory_efficiency:g}, attention_efficiency {cm.attention_efficiency:g}"
+              + (f", over the cache {cm.cached_attention_efficiency:g}" if cm.cached_attention_efficiency else ""),
               f"  overheads: step {cm.step_overhead_s * 1e3:.3g} ms, layer {cm.layer_overhead_s * 1e6:.3g} us, "
               f"sequence {cm.sequence_overhead_s * 1e6:.3g} us, "
               f"sequence x layer {cm.sequence_layer_overhead_s * 1e6:.3g} us, "
+              f"prefix key x layer {cm.prefix_key_layer_overhead_s * 1e9:.3g} ns, "
               f"engine loop {cm.engine_step_overhead_s * 1e3:.3g} ms a step, "
               "wake-up after idle " + (", ".join(f"{i * 1e3:g} ms: +{e * 100:.3g}%"
                                                  for i, e in cm.wake_slowdown_curve) or "none")]

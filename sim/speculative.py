@@ -62,7 +62,8 @@ class SpeculativeCostModel(CostModel):
         verify_pairs = (k + 1) * context_before + n * (k + 1) * (k + 2) // 2
         verify = CostModel.step_cost(self, StepShape(
             num_tokens=n * (k + 1), num_seqs=n, num_sampled=num_sampled * (k + 1),
-            context_tokens=int(context_before) + n * (k + 1), attention_pairs=int(verify_pairs)))
+            context_tokens=int(context_before) + n * (k + 1), attention_pairs=int(verify_pairs),
+            cached_pairs=int((k + 1) * context_before)))
         per_token = self.config.tokens_per_round
         return (time_s + verify.time_s) / per_token, (energy_j + verify.energy_j) / per_token
 
@@ -82,7 +83,8 @@ class SpeculativeCostModel(CostModel):
         # prefill (target + draft over the same chunks) and, in a mixed step, the decodes' rounds
         target = CostModel.step_cost(self, shape)
         prefill_only = StepShape(shape.num_prefill_tokens, shape.num_seqs - num_decode, 0,
-                                 shape.context_tokens, shape.attention_pairs, shape.num_prefill_tokens)
+                                 shape.context_tokens, shape.attention_pairs, shape.num_prefill_tokens,
+                                 cached_pairs=shape.cached_pairs, prefix_tokens=shape.prefix_tokens)
         draft = self.draft.step_cost(prefill_only)
         time_s, energy_j = target.time_s + draft.time_s, target.energy_j + draft.energy_j
         if num_decode:  # the decodes' extra round cost (draft steps, k more verified tokens), at

@@ -63,7 +63,13 @@ def test_bisection_levels_visit_ends_then_middles() -> None:
 
 def test_grid_points_cover_every_combination_with_levels() -> None:
     points = grid_points(GRID)
-    assert sum(p.kind == "prefill" for p in points) == 4 * 5
+    assert sum(p.kind == "prefill" and not p.start for p in points) == 4 * 5
+    # each prompt length as the last chunk of a prompt as long as each longer context, batch 1
+    prefixed = {(p.length, p.start) for p in points if p.kind == "prefill" and p.start}
+    assert prefixed == {(16, 48), (32, 32)} | {(n, 256 - n) for n in (16, 32, 64, 128)} | {
+        (n, 1024 - n) for n in GRID.prompt_lens}
+    assert all(p.batch == 1 for p in points if p.kind == "prefill" and p.start)
+    assert GRID.max_seq_len() == 1025  # the prefixed chunks needed no longer runner
     assert sum(p.kind == "decode" for p in points) == 4 * 3
     assert sum(p.kind == "mixed" for p in points) == 2  # a first chunk and a later chunk
     corners = {(p.kind, p.batch, p.length) for p in points if p.level == 0 and p.kind != "mixed"}

@@ -13,10 +13,13 @@ from sim.plan import PrefillChunk, StepPlan, StepShape
 from sim.profile import profile_from_dict
 
 
+@pytest.mark.parametrize("cached_efficiency", [None, 0.01, 1.0])  # cached attention KV- or FLOP-bound
 @pytest.mark.parametrize("model", ["llama-3-8b", "mixtral-8x7b", "llama-3-70b"])
-def test_decode_line_equals_each_step(toy_profile, model):
+def test_decode_line_equals_each_step(toy_profile, model, cached_efficiency):
     tp = 4 if model == "llama-3-70b" else 1
-    cost = CostModel(get_preset(model), toy_profile, tp)
+    profile = dataclasses.replace(toy_profile, cost=dataclasses.replace(
+        toy_profile.cost, cached_attention_efficiency=cached_efficiency))
+    cost = CostModel(get_preset(model), profile, tp)
     a, b, ea, eb = cost.decode_line(12, 12, 12 * 900)
     for j in (0, 1, 7, 300):
         step = cost.step_cost(StepShape.for_decode(12, 12 * 900 + 12 * j))
@@ -39,6 +42,38 @@ def test_plan_shape_counts_chunks_and_decodes():
     assert shape.num_tokens == 132 and shape.num_seqs == 4 and shape.num_sampled == 3
     assert shape.context_tokens == 100 + 80 + 502
     assert shape.attention_pairs == 100 * 101 // 2 + (30 * 50 + 30 * 31 // 2) + 502
+    # pairs whose key an earlier step computed: the second chunk's prefix, the decoders' contexts
+    assert shape.cached_pairs == 30 * 50 + 500
+    assert shape.prefix_tokens == 50  # cached keys the chunks (not the decodes) attend
+    assert (StepShape.for_prefill([100]) + StepShape.for_prefill([30], [50], sampling=False)
+            + StepShape.for_decode(2, 500)) == shape
+    # a record stored before cached_pairs existed: one query per cached key
+    record = {f.name: getattr(StepShape.for_decode(3, 900), f.name) for f in dataclasses.fields(StepShape)}
+    del record["cached_pairs"]
+    assert StepShape.from_record(record) == StepShape.for_decode(3, 900)
+
+
+def test_attention_over_the_cache_runs_at_its_own_rate(toy_profile):
+    """A chunk's pairs with its prefix's keys run at cached_attention_efficiency; a fresh prompt's
+    causal triangle, and decodes whose cached attention is KV-bound, do not change with it."""
+    m = get_preset("llama-3-8b")
+    faster = dataclasses.replace(toy_profile, cost=dataclasses.replace(
+        toy_profile.cost, cached_attention_efficiency=1.0))  # attention_efficiency is 0.5
+    base, fast = CostModel(m, toy_profile), CostModel(m, faster)
+    chunk = StepShape.for_prefill([512], [8192])
+    per_pair_s = m.attention_flops_per_pair / 300e12
+    saved = base.step_time(chunk) - fast.step_time(chunk)
+    assert saved == pytest.approx(512 * 8192 * per_pair_s * (1 / 0.5 - 1 / 1.0), rel=1e-9)
+    assert fast.step_time(StepShape.for_prefill([4096])) == base.step_time(StepShape.for_prefill([4096]))
+    decode = StepShape.for_decode(32, 32 * 4000)
+    assert fast.step_cost(decode).kv_s > base.step_cost(decode).attention_flops_s  # KV-bound
+    assert fast.step_time(decode) == base.step_time(decode)
+    # a runner that gathers a chunk's prefix K/V pays per layer per prefix key; decodes do not
+    gathering = dataclasses.replace(toy_profile, cost=dataclasses.replace(
+        toy_profile.cost, prefix_key_layer_overhead_s=1e-8))
+    slow = CostModel(m, gathering)
+    assert slow.step_time(chunk) - base.step_time(chunk) == pytest.approx(1e-8 * m.num_layers * 8192)
+    assert slow.step_time(decode) == base.step_time(decode)
 
 
 def test_roofline_physics(toy_profile, toy_profile_dict):
