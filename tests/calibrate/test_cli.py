@@ -81,8 +81,14 @@ def test_points_carry_the_executed_step_shape_and_their_prediction(tiny_profile:
         if p["kind"] == "decode":  # b sequences at context c: each reads c + 1 tokens
             assert p["num_tokens"] == p["num_seqs"] == p["batch"]
             assert p["context_tokens"] == p["batch"] * (p["context_tokens_per_seq"] + 1)
-        if p["kind"] == "prefill":
+        if p["kind"] == "prefill" and "chunk_start" in p:  # the last chunk of a longer prompt
+            assert p["num_tokens"] == p["chunk_tokens"] == p["num_prefill_tokens"]
+            assert p["prefix_tokens"] == p["chunk_start"] > 0
+            assert p["cached_pairs"] == p["chunk_tokens"] * p["chunk_start"]
+        elif p["kind"] == "prefill":
             assert p["num_tokens"] == p["batch"] * p["prompt_tokens"] == p["num_prefill_tokens"]
+            assert p["cached_pairs"] == p["prefix_tokens"] == 0
+    assert any("chunk_start" in p for p in points if p["kind"] == "prefill")
 
 
 def test_points_are_timed_beside_a_speed_reference(tiny_profile: Path) -> None:
