@@ -69,11 +69,6 @@ def shape_of(point: dict) -> StepShape:
     return StepShape.from_record(point)
 
 
-def has_prefix_chunk(shape: StepShape) -> bool:
-    """Whether a step attends with more than one query per cached key: a chunk after a prefix."""
-    return shape.cached_pairs > shape.context_tokens - shape.num_tokens
-
-
 def spec_from_dict(data: dict) -> ModelSpec:
     fields = {f.name for f in dataclasses.fields(ModelSpec)}
     return ModelSpec(**{k: v for k, v in data.items() if k in fields})
@@ -212,7 +207,7 @@ def fit_profile(document: dict, where: str = "profile", max_nfev: int = 400) -> 
     fit_layer = len({specs[p["model"]].num_layers for p in points}) > 1
     fit_width = (WIDTH_EXPONENT in cost_fields()
                  and len({specs[p["model"]].hidden_size for p in points}) > 1)
-    fit_cached = any(has_prefix_chunk(shape_of(p)) for p in points)
+    fit_cached = any(shape_of(p).prefix_tokens for p in points)  # some chunk after a prefix
     for name in (CACHED_ATTENTION, PREFIX_KEY):  # fitted again below, or not at all
         doc["cost_model"].pop(name, None)
     base = profile_from_dict(doc, where)

@@ -108,8 +108,9 @@ def steps_alone(served: list[tuple[StepShape, float, float, StepRecipe]], kind_o
                 step_time, reference_factor=None, per_kind: int = 12) -> dict:
     """Up to per_kind served steps of each kind (kind_of(shape)), evenly spread over the runs,
     each re-timed alone after reference_factor(kind) (the machine's factor now, from one timing of
-    the speed probe's reference step of that bound; None: no probe). served: (shape, seconds,
-    seconds slept before it, recipe) per step; step_time(shape): the cost model's seconds.
+    the speed probe's reference step of that bound, or None without one; no reference_factor: no
+    probe). served: (shape, seconds, seconds slept before it, recipe) per step; step_time(shape):
+    the cost model's seconds.
     Per kind: the steps' served, alone and cost-model seconds summed, the machine's median
     factor, "form" (alone / cost model / factor) and "served_over_alone"."""
     by_kind: dict[str, list[int]] = {}
@@ -125,8 +126,9 @@ def steps_alone(served: list[tuple[StepShape, float, float, StepRecipe]], kind_o
         factors = []
         for i in picks:
             shape, seconds, _slept, recipe = served[i]
-            if reference_factor is not None:
-                factors.append(reference_factor(kind))
+            now = reference_factor(kind) if reference_factor is not None else None
+            if now is not None:  # None: the probe has no reference point to time
+                factors.append(now)
             alone, rebuilt = time_alone(recipe, runner)
             if rebuilt != shape:
                 raise RuntimeError(f"a rebuilt step's shape {rebuilt} is not the served {shape}")

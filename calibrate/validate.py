@@ -463,7 +463,7 @@ def retime_alone(case: Served, probe: SpeedProbe | None, per_kind: int) -> None:
     after the probe's reference step (calibrate.steps_alone); kept as case.alone."""
     served = [(shape, seconds, idle, recipe) for run in case.runs
               for (shape, seconds), idle, recipe in zip(run.steps, run.idle_s, run.recipes)]
-    reference = probe.factor_now if probe is not None and probe.runner is not None else None
+    reference = probe.factor_now if probe is not None else None
     case.alone = steps_alone(served, step_kind, case.runner, case.prep.cost.step_time, reference, per_kind)
 
 
