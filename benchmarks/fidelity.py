@@ -48,6 +48,7 @@ def main() -> None:
     ap.add_argument("--json")
     args = ap.parse_args()
 
+    from calibrate.speed_track import stored_wander, wander_line
     from calibrate.validate import default_suite, format_diagnostics, format_rows, percent, validate_all
     from sim.profile import load_profile
     from sim.scenario import scenario_from_dict
@@ -55,6 +56,9 @@ def main() -> None:
     profile = load_profile(args.profile)
     model = profile.provenance.get("calibration_model") or "llama-small-150m"
     print(f"profile {profile.name} (fitted with {model}); load average {os.getloadavg()[0]:.2f}")
+    wander = stored_wander(profile.raw)
+    if wander:
+        print(f"speed wander at calibration (std of a point's timing about one taken t apart): {wander_line(wander)}")
     cases = [(name, scenario_from_dict(data, "suite"))
              for name, data in default_suite(profile, model, args.second_model, num_requests=args.requests)
              if not args.only or args.only in name]

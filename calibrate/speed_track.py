@@ -4,6 +4,7 @@ says why and how."""
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass
 
@@ -102,3 +103,51 @@ def baseline_of(samples: list[SpeedSample]) -> tuple[float, float]:
     """The samples' median memory and compute reference times."""
     return (statistics.median(s.memory_s for s in samples),
             statistics.median(s.compute_s for s in samples))
+
+
+WANDER_BANDS_S = ((0.0, 1.0), (1.0, 5.0), (5.0, 20.0), (20.0, 80.0), (80.0, None))
+
+
+def speed_wander(points: list[dict], bands=WANDER_BANDS_S) -> list[dict]:
+    """How far a machine's speed wanders with time, from calibration points each timed several
+    times at known moments (`times_s`, `stamps_s` on one clock): for every pair of timings of one
+    point, ln(t_i / t_j); per band of |stamp_i - stamp_j|, the root of half their mean square: the
+    standard deviation of one timing about another taken that far apart. Back-to-back timings
+    show a step's own jitter; timings minutes apart add the machine's slow moves, which no profile
+    made at another moment can predict. Each band: {"lag_s": [low, high or None], "rms": float or
+    None without pairs, "pairs": count}."""
+    sums = [0.0] * len(bands)
+    counts = [0] * len(bands)
+    for point in points:
+        times, stamps = point.get("times_s") or [], point.get("stamps_s") or []
+        if len(times) < 2 or len(times) != len(stamps):
+            continue
+        log_t = np.log(np.asarray(times, dtype=float))
+        at = np.asarray(stamps, dtype=float)
+        i, j = np.triu_indices(len(log_t), 1)
+        lag, square = np.abs(at[i] - at[j]), (log_t[i] - log_t[j]) ** 2
+        for k, (low, high) in enumerate(bands):
+            keep = (lag >= low) & (lag < (np.inf if high is None else high))
+            sums[k] += float(square[keep].sum())
+            counts[k] += int(keep.sum())
+    return [{"lag_s": [low, high], "rms": round(math.sqrt(s / n / 2), 4) if n else None, "pairs": n}
+            for (low, high), s, n in zip(bands, sums, counts)]
+
+
+def wander_line(bands: list[dict]) -> str:
+    """'+-4.9% (t < 1 s), +-5.0% (1-5 s), ...' for the bands that have pairs."""
+    def span(low, high) -> str:
+        return f"t < {high:g} s" if low == 0 else (f"{low:g}-{high:g} s" if high is not None else f"t > {low:g} s")
+    return ", ".join(f"±{b['rms']:.1%} ({span(*b['lag_s'])})" for b in bands if b["rms"] is not None)
+
+
+def stored_wander(document: dict) -> list[dict] | None:
+    """speed_wander of a measured profile's stored points (the fitted models' and a held-out
+    model's, all timed on one clock); None for a profile without timings (a datasheet's)."""
+    measurements = document.get("measurements") or {}
+    points = list(measurements.get("points") or [])
+    holdout = measurements.get("holdout")
+    if isinstance(holdout, dict):
+        points += holdout.get("points") or []
+    bands = speed_wander(points)
+    return bands if any(b["pairs"] for b in bands) else None

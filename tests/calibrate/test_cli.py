@@ -134,6 +134,25 @@ def test_a_held_out_model_is_measured_beside_but_not_fitted(tiny_profile: Path) 
     assert score["max_rel_error"] == pytest.approx(max(errors), abs=1e-4)
 
 
+def test_the_summary_states_how_far_the_machine_wandered(tiny_profile: Path) -> None:
+    """How far one point's timings moved over the run, the held-out model's included, is the
+    floor under any prediction from this profile: the summary says it."""
+    import io
+
+    from calibrate.cli import print_summary
+    from calibrate.speed_track import speed_wander, stored_wander
+
+    document = load_profile(tiny_profile).raw
+    bands = stored_wander(document)
+    fitted_only = speed_wander(document["measurements"]["points"])
+    assert bands is not None and bands[0]["pairs"] > 0
+    assert sum(b["pairs"] for b in bands) > sum(b["pairs"] for b in fitted_only)  # held-out points too
+    out = io.StringIO()
+    print_summary(tiny_profile, document, 20.0, out)
+    line = next(x for x in out.getvalue().splitlines() if "speed wander" in x)
+    assert f"±{bands[0]['rms']:.1%} (t < 1 s)" in line
+
+
 def test_no_speed_reference_keeps_plain_medians(tmp_path: Path) -> None:
     out = tmp_path / "plain.json"
     args = [a if a != "20" else "12" for a in TINY_GRID]  # a shorter budget

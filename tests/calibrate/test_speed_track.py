@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from calibrate.speed_track import (MIN_TIMINGS, SpeedSample, SpeedTrack, at_speed, baseline_of,
-                                   running_median)
+from calibrate.speed_track import (MIN_TIMINGS, WANDER_BANDS_S, SpeedSample, SpeedTrack, at_speed,
+                                   baseline_of, running_median, speed_wander, stored_wander, wander_line)
 
 
 def drifting_track(num: int = 240, smooth: int = 1) -> SpeedTrack:
@@ -82,3 +84,53 @@ def test_the_track_records_its_samples_relative_to_the_first() -> None:
     assert record[0][1:] == [0.01, pytest.approx(0.030 * (1 + 0.15 * math.sin(1)), rel=1e-3)]
     low, high = track.spread()["memory"]
     assert low <= 1.0 <= high
+
+
+# ---- speed wander: how far one step's time moves with the time between its timings --------------
+def _point(times: list[float], stamps: list[float]) -> dict:
+    return {"times_s": times, "stamps_s": stamps}
+
+
+def _band(bands: list[dict], low: float) -> dict:
+    return next(b for b in bands if b["lag_s"][0] == low)
+
+
+def test_independent_jitter_shows_as_its_own_std_at_every_lag() -> None:
+    """For timings that scatter independently by sigma (log), one timing about another is sigma
+    at every distance apart: the figure is a per-timing std, not the difference's."""
+    rng = np.random.default_rng(3)
+    stamps = list(np.arange(0.0, 400.0, 0.5))
+    points = [_point(list(0.02 * np.exp(rng.normal(0.0, 0.05, len(stamps)))), stamps) for _ in range(3)]
+    bands = speed_wander(points)
+    assert [b["lag_s"] for b in bands] == [list(b) for b in WANDER_BANDS_S]
+    for b in bands:
+        assert b["rms"] == pytest.approx(0.05, rel=0.1)
+
+
+def test_a_slow_move_of_the_machine_shows_only_between_timings_far_apart() -> None:
+    """A machine 25% slower in the second half of the run: back-to-back timings agree, timings
+    a minute or more apart do not, which is what a profile made at one moment cannot predict."""
+    stamps = [0.25 * i for i in range(800)]  # 0-200 s
+    times = [0.02 * (1.25 if s >= 100.0 else 1.0) for s in stamps]
+    bands = speed_wander([_point(times, stamps)])
+    assert _band(bands, 0.0)["rms"] < 0.01 and _band(bands, 1.0)["rms"] < 0.02
+    assert _band(bands, 80.0)["rms"] > 0.1
+    assert _band(bands, 0.0)["rms"] < _band(bands, 5.0)["rms"] < _band(bands, 20.0)["rms"] < _band(bands, 80.0)["rms"]
+
+
+def test_a_steady_machine_has_no_wander_and_unusable_points_are_skipped() -> None:
+    steady = _point([0.01] * 5, [0.0, 0.1, 10.0, 30.0, 300.0])
+    single = _point([0.05], [1.0])  # one timing: no pair
+    unstamped = {"times_s": [0.01, 0.02], "stamps_s": None}  # --no-speed-reference
+    bands = speed_wander([steady, single, unstamped])
+    assert all(b["rms"] == 0.0 for b in bands if b["lag_s"][0] != 1.0)
+    assert _band(bands, 1.0) == {"lag_s": [1.0, 5.0], "rms": None, "pairs": 0}  # no pair 1-5 s apart
+    assert sum(b["pairs"] for b in bands) == 10
+
+
+def test_a_datasheet_profile_has_no_wander_and_the_shipped_cpu_profile_has() -> None:
+    root = Path(__file__).resolve().parents[2] / "profiles"
+    assert stored_wander(json.loads((root / "h100-sxm.json").read_text())) is None
+    bands = stored_wander(json.loads((root / "amd-epyc-2vcpu-cpu.json").read_text()))
+    assert bands is not None and all(b["pairs"] > 0 and 0.0 < b["rms"] < 1.0 for b in bands)
+    assert "±" in wander_line(bands) and "(t < 1 s)" in wander_line(bands)

@@ -121,11 +121,13 @@ def test_real_engine_and_simulator_serve_the_identical_workload(tiny_profile, po
         assert abs(replayed[metric]) < 0.05, (metric, replayed[metric])
 
 
-def test_validate_cli_writes_json_and_records_in_the_profile(tiny_profile, tmp_path):
+def test_validate_cli_writes_json_and_records_in_the_profile(tiny_profile, tmp_path, capsys):
     out = tmp_path / "v.json"
     argv = ["--profile", str(tiny_profile), "--model", "tiny", "--rate", "30", "--input-tokens", "16",
             "--output-tokens", "8", "--num-requests", "10", "--json", str(out), "--record", "--repeats", "3"]
     assert validate_main(argv) == 0
+    # the machine's own wander at calibration is stated beside the errors it bounds
+    assert "speed wander at calibration" in capsys.readouterr().out
     (entry,) = json.loads(out.read_text())
     assert entry["same_workload"] is True
     # three runs of the identical workload: compared with their median, their spread around it shown
