@@ -27,26 +27,33 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from calibrate.speed_track import WANDER_BANDS_S, speed_wander  # noqa: E402
+from calibrate.speed_track import WANDER_BANDS_S, band_label, speed_wander, stored_wander  # noqa: E402
+
+
+def fail(message: str) -> None:
+    print(f"speed_wander: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def band_heads() -> list[str]:
-    return [f"t<{hi:g}s" if lo == 0 else (f"{lo:g}-{hi:g}s" if hi is not None else f"t>{lo:g}s")
-            for lo, hi in WANDER_BANDS_S]
+    return [band_label(low, high) for low, high in WANDER_BANDS_S]
 
 
 def row(name: str, bands: list[dict], width: int) -> str:
-    cells = "".join(f"{'-' if b['rms'] is None else format(b['rms'], '.1%'):>10}" for b in bands)
+    cells = "".join(f"{'-' if b['rms'] is None else format(b['rms'], '.1%'):>11}" for b in bands)
     pairs = sum(b["pairs"] for b in bands)
     return f"{name:<{width}}{cells}{pairs:>9}"
 
 
 def from_profiles(paths: list[Path]) -> None:
-    from calibrate.speed_track import stored_wander
-
     rows = []
     for path in paths:
-        document = json.loads(path.read_text())
+        try:
+            document = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            fail(f"{path}: not a readable JSON profile ({exc})")
+        if not isinstance(document, dict):
+            fail(f"{path}: not a profile (expected a JSON object)")
         bands = stored_wander(document)
         if bands is not None:
             rows.append((f"{path.name} ({(document.get('provenance') or {}).get('date', '?')})", bands))
@@ -55,7 +62,7 @@ def from_profiles(paths: list[Path]) -> None:
         return
     width = max(len(name) for name, _ in rows) + 2
     print("std of a calibration point's timing about one of the same point taken t apart")
-    print(f"{'profile':<{width}}" + "".join(f"{h:>10}" for h in band_heads()) + f"{'pairs':>9}")
+    print(f"{'profile':<{width}}" + "".join(f"{h:>11}" for h in band_heads()) + f"{'pairs':>9}")
     for name, bands in rows:
         print(row(name, bands, width))
 
@@ -81,7 +88,7 @@ def measure(seconds: float, model: str, dtype: str) -> None:
             timed[name]["stamps_s"].append(at)
     width = 24
     print(f"{model} ({dtype}), {seconds:.0f} s on this machine: std of a step's timing about one taken t apart")
-    print(f"{'step':<{width}}" + "".join(f"{h:>10}" for h in band_heads()) + f"{'pairs':>9}")
+    print(f"{'step':<{width}}" + "".join(f"{h:>11}" for h in band_heads()) + f"{'pairs':>9}")
     for name, point in timed.items():
         print(row(name, speed_wander([point]), width))
 
@@ -93,6 +100,8 @@ def main() -> None:
     ap.add_argument("--model", default="llama-small-150m")
     ap.add_argument("--dtype", default="bf16")
     args = ap.parse_args()
+    if args.measure is not None and not args.measure > 0:
+        fail(f"--measure: expected seconds > 0, got {args.measure:g}")
     if args.measure:
         measure(args.measure, args.model, args.dtype)
     else:

@@ -114,31 +114,37 @@ def speed_wander(points: list[dict], bands=WANDER_BANDS_S) -> list[dict]:
     point, ln(t_i / t_j); per band of |stamp_i - stamp_j|, the root of half their mean square: the
     standard deviation of one timing about another taken that far apart. Back-to-back timings
     show a step's own jitter; timings minutes apart add the machine's slow moves, which no profile
-    made at another moment can predict. Each band: {"lag_s": [low, high or None], "rms": float or
-    None without pairs, "pairs": count}."""
-    sums = [0.0] * len(bands)
-    counts = [0] * len(bands)
+    made at another moment can predict. bands: contiguous (low, high) in seconds, the last high
+    None for no bound. Each band: {"lag_s": [low, high or None], "rms": float or None without
+    pairs, "pairs": count}."""
+    edges = np.array([low for low, _ in bands] + [bands[-1][1] if bands[-1][1] is not None else np.inf])
+    sums, counts = np.zeros(len(bands)), np.zeros(len(bands), dtype=np.int64)
     for point in points:
         times, stamps = point.get("times_s") or [], point.get("stamps_s") or []
         if len(times) < 2 or len(times) != len(stamps):
             continue
         log_t = np.log(np.asarray(times, dtype=float))
         at = np.asarray(stamps, dtype=float)
-        i, j = np.triu_indices(len(log_t), 1)
-        lag, square = np.abs(at[i] - at[j]), (log_t[i] - log_t[j]) ** 2
-        for k, (low, high) in enumerate(bands):
-            keep = (lag >= low) & (lag < (np.inf if high is None else high))
-            sums[k] += float(square[keep].sum())
-            counts[k] += int(keep.sum())
-    return [{"lag_s": [low, high], "rms": round(math.sqrt(s / n / 2), 4) if n else None, "pairs": n}
+        for i in range(len(log_t) - 1):  # row by row: a long series' pairs need not fit in memory
+            lag = np.abs(at[i + 1:] - at[i])
+            band = np.searchsorted(edges, lag, side="right") - 1
+            keep = (band >= 0) & (band < len(bands))
+            sums += np.bincount(band[keep], weights=(log_t[i + 1:][keep] - log_t[i]) ** 2, minlength=len(bands))
+            counts += np.bincount(band[keep], minlength=len(bands))
+    return [{"lag_s": [low, high], "rms": round(math.sqrt(s / n / 2), 4) if n else None, "pairs": int(n)}
             for (low, high), s, n in zip(bands, sums, counts)]
+
+
+def band_label(low: float, high: float | None) -> str:
+    """'t < 1 s', '1-5 s', 't > 80 s': a band of times between two timings."""
+    if low == 0:
+        return f"t < {high:g} s"
+    return f"{low:g}-{high:g} s" if high is not None else f"t > {low:g} s"
 
 
 def wander_line(bands: list[dict]) -> str:
     """'+-4.9% (t < 1 s), +-5.0% (1-5 s), ...' for the bands that have pairs."""
-    def span(low, high) -> str:
-        return f"t < {high:g} s" if low == 0 else (f"{low:g}-{high:g} s" if high is not None else f"t > {low:g} s")
-    return ", ".join(f"±{b['rms']:.1%} ({span(*b['lag_s'])})" for b in bands if b["rms"] is not None)
+    return ", ".join(f"±{b['rms']:.1%} ({band_label(*b['lag_s'])})" for b in bands if b["rms"] is not None)
 
 
 def stored_wander(document: dict) -> list[dict] | None:
