@@ -27,23 +27,24 @@ MEAN_METRICS = ("ttft_s.mean", "tpot_s.mean", "e2e_s.mean", "throughput.output_t
 TAIL_METRICS = ("ttft_s.p99", "tpot_s.p99", "e2e_s.p99")
 
 
-def misses_within_spread(table, rows_of, metrics: tuple[str, ...], bound: float) -> tuple[int, int]:
-    """(cells that miss the bound but by no more than that cell's run spread, cells that miss)."""
-    missed = inside = 0
+def tally(table, rows_of, metrics: tuple[str, ...], bound: float) -> tuple[int, int, int, int]:
+    """Over the cases and these metrics: (cells whose |error| <= bound, cells, cells that miss the
+    bound, of those the ones that miss by no more than that cell's run spread)."""
+    hits = total = missed = inside = 0
     for _, r in table:
         spread = {row["metric"]: row["rel_error"] for row in r.spread_rows or []}
         for row in rows_of(r) or []:
+            if row["metric"] not in metrics:
+                continue
+            total += 1
             e = row["rel_error"]
-            if row["metric"] in metrics and e is not None and abs(e) > bound:
+            if e is None:
+                continue
+            hits += abs(e) <= bound
+            if abs(e) > bound:
                 missed += 1
                 inside += spread.get(row["metric"]) is not None and abs(e) <= spread[row["metric"]]
-    return inside, missed
-
-
-def within(table, rows_of, metrics: tuple[str, ...], bound: float) -> tuple[int, int]:
-    """(cells whose |error| <= bound, cells) over the cases and these metrics."""
-    errors = [row["rel_error"] for _, r in table for row in rows_of(r) or [] if row["metric"] in metrics]
-    return sum(e is not None and abs(e) <= bound for e in errors), len(errors)
+    return hits, total, missed, inside
 
 
 def main() -> None:
@@ -61,7 +62,7 @@ def main() -> None:
     ap.add_argument("--json")
     args = ap.parse_args()
 
-    from calibrate.speed_track import stored_wander, wander_line
+    from calibrate.speed_track import wander_summary
     from calibrate.validate import default_suite, format_diagnostics, format_rows, percent, validate_all
     from sim.profile import load_profile
     from sim.scenario import scenario_from_dict
@@ -69,9 +70,9 @@ def main() -> None:
     profile = load_profile(args.profile)
     model = profile.provenance.get("calibration_model") or "llama-small-150m"
     print(f"profile {profile.name} (fitted with {model}); load average {os.getloadavg()[0]:.2f}")
-    wander = stored_wander(profile.raw)
+    wander = wander_summary(profile.raw)
     if wander:
-        print(f"speed wander at calibration (std of a point's timing about one taken t apart): {wander_line(wander)}")
+        print(wander)
     cases = [(name, scenario_from_dict(data, "suite"))
              for name, data in default_suite(profile, model, args.second_model, num_requests=args.requests)
              if not args.only or args.only in name]
@@ -128,8 +129,7 @@ def main() -> None:
                            ("at the run's own speed", lambda r: r.run_speed_rows)):
         parts = []
         for label, metrics, bound in (("means", MEAN_METRICS, 0.05), ("p99s", TAIL_METRICS, 0.10)):
-            hits, total = within(table, rows_of, metrics, bound)
-            inside, missed = misses_within_spread(table, rows_of, metrics, bound)
+            hits, total, missed, inside = tally(table, rows_of, metrics, bound)
             noise = f" ({inside} of the {missed} misses within that cell's run spread)" if args.repeat > 1 else ""
             parts.append(f"{label} within {bound:.0%} in {hits} of {total} cells{noise}")
         print(f"targets, {title}: " + "; ".join(parts))

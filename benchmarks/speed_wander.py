@@ -35,8 +35,8 @@ def fail(message: str) -> None:
     raise SystemExit(2)
 
 
-def band_heads() -> list[str]:
-    return [band_label(low, high) for low, high in WANDER_BANDS_S]
+def header(first: str, width: int) -> str:
+    return f"{first:<{width}}" + "".join(f"{band_label(low, high):>11}" for low, high in WANDER_BANDS_S) + f"{'pairs':>9}"
 
 
 def row(name: str, bands: list[dict], width: int) -> str:
@@ -62,7 +62,7 @@ def from_profiles(paths: list[Path]) -> None:
         return
     width = max(len(name) for name, _ in rows) + 2
     print("std of a calibration point's timing about one of the same point taken t apart")
-    print(f"{'profile':<{width}}" + "".join(f"{h:>11}" for h in band_heads()) + f"{'pairs':>9}")
+    print(header("profile", width))
     for name, bands in rows:
         print(row(name, bands, width))
 
@@ -88,7 +88,7 @@ def measure(seconds: float, model: str, dtype: str) -> None:
             timed[name]["stamps_s"].append(at)
     width = 24
     print(f"{model} ({dtype}), {seconds:.0f} s on this machine: std of a step's timing about one taken t apart")
-    print(f"{'step':<{width}}" + "".join(f"{h:>11}" for h in band_heads()) + f"{'pairs':>9}")
+    print(header("step", width))
     for name, point in timed.items():
         print(row(name, speed_wander([point]), width))
 

@@ -257,12 +257,11 @@ def print_summary(path: Path, document: dict, seconds: float, out=sys.stdout) ->
             f"{x['kind']} batch {x['batch']} x {x['length']}" for x in limits), file=out)
     if skipped:
         print(f"  {len(skipped)} grid points skipped by the time budget", file=out)
-    from calibrate.speed_track import stored_wander, wander_line
+    from calibrate.speed_track import wander_summary
 
-    wander = stored_wander(document)
+    wander = wander_summary(document)
     if wander:
-        print(f"  speed wander (std of a point's timing about one taken t apart): {wander_line(wander)}; "
-              "no prediction from this profile holds tighter than that", file=out)
+        print(f"  {wander}; no prediction from this profile holds tighter than that", file=out)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -157,3 +157,11 @@ def stored_wander(document: dict) -> list[dict] | None:
         points += holdout.get("points") or []
     bands = speed_wander(points)
     return bands if any(b["pairs"] for b in bands) else None
+
+
+def wander_summary(document: dict) -> str | None:
+    """The line that states a measured profile's speed wander; None without stored timings."""
+    bands = stored_wander(document)
+    if bands is None:
+        return None
+    return f"speed wander at calibration (std of a point's timing about one taken t apart): {wander_line(bands)}"

@@ -75,7 +75,7 @@ def _scenarios(args: argparse.Namespace, rest: list[str], profile) -> list[tuple
 
 
 def validate_command(argv: list[str]) -> int:
-    from calibrate.speed_track import stored_wander, wander_line
+    from calibrate.speed_track import wander_summary
     from calibrate.validate import format_diagnostics, format_rows, validate_all
     from sim.profile import load_profile, write_profile
     from sim.scenario import scenario_from_dict
@@ -103,10 +103,9 @@ def validate_command(argv: list[str]) -> int:
               f"{result.wall_s:.1f} s{runs}")
         print(format_rows(result.rows, result.columns()))
         print(format_diagnostics(result), flush=True)
-    wander = stored_wander(profile.raw)
+    wander = wander_summary(profile.raw)
     if wander:
-        print(f"\nspeed wander at calibration (std of a point's timing about one taken t apart): "
-              f"{wander_line(wander)}: an error within the wander at a run's length cannot be told "
+        print(f"\n{wander}: an error within the wander at a run's length cannot be told "
               f"from the machine's own moves")
     if args.json:
         from sim.files import write_text_atomic
