@@ -62,8 +62,8 @@ def main() -> None:
     ap.add_argument("--json")
     args = ap.parse_args()
 
-    from calibrate.speed_track import wander_summary
-    from calibrate.validate import default_suite, format_diagnostics, format_rows, percent, validate_all
+    from calibrate.speed_track import stored_wander, wander_summary
+    from calibrate.validate import default_suite, drift_line, format_diagnostics, format_rows, percent, validate_all
     from sim.profile import load_profile
     from sim.scenario import scenario_from_dict
 
@@ -133,6 +133,9 @@ def main() -> None:
             noise = f" ({inside} of the {missed} misses within that cell's run spread)" if args.repeat > 1 else ""
             parts.append(f"{label} within {bound:.0%} in {hits} of {total} cells{noise}")
         print(f"targets, {title}: " + "; ".join(parts))
+    drift = drift_line([r.speed for _, r in table if r.speed is not None], stored_wander(profile.raw))
+    if drift:
+        print(f"warning: {drift}")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(dump, fh, indent=1, default=str)

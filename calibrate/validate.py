@@ -301,6 +301,26 @@ class MachineSpeed:
                 "points": self.points}
 
 
+def drift_line(speeds: list[MachineSpeed], bands: list[dict] | None) -> str | None:
+    """One line when the machine has moved from its profile further than the profile's own speed
+    wander: every case's probe timings pooled, decode (memory) and prefill/mixed (compute) apart,
+    against the widest band of `calibrate.speed_track.stored_wander` (a timing's std about one of
+    the same point taken that far apart during calibration). None when both lie within it, or
+    without probe timings or stored wander (nothing to judge by)."""
+    points = [p for s in speeds for p in s.points]
+    widest = max((b["rms"] for b in bands or [] if b["rms"] is not None), default=None)
+    if not points or not widest:
+        return None
+    pooled = MachineSpeed(points)
+    memory, compute = pooled.memory_factor, pooled.compute_factor
+    if max(abs(math.log(memory)), abs(math.log(compute))) <= widest:
+        return None
+    return (f"the profile no longer describes this machine: its calibration points now take {memory:.2f}x "
+            f"(decode) and {compute:.2f}x (prefill/mixed) their calibrated time, beyond the ±{widest:.1%} "
+            f"its speed wandered during calibration; the plain column measures mostly that move: "
+            f"re-run `calibrate` to predict the machine as it is now")
+
+
 def point_from_record(record: dict) -> Point:
     """The sweep point a profile's measurement record was taken at."""
     kind, batch = record["kind"], int(record["batch"])

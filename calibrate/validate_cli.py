@@ -20,7 +20,10 @@ Before the first run and after each a few of the profile's calibration points ar
 the step lines compare every real step with the cost model, the "run speed" column is the
 prediction at the speed the run's own steps ran at (a decomposition, not a prediction), and the
 "replay" column is the simulator fed each real step's measured time: its error is what
-scheduling alone leaves unexplained (see `calibrate.validate`).
+scheduling alone leaves unexplained (see `calibrate.validate`). When those re-timed points, pooled
+over the workloads, lie further from their calibrated times than the profile's own speed wander, a
+warning says that the profile no longer describes the machine (`calibrate.validate.drift_line`):
+re-run `calibrate` before reading the plain column.
 """
 
 from __future__ import annotations
@@ -75,8 +78,8 @@ def _scenarios(args: argparse.Namespace, rest: list[str], profile) -> list[tuple
 
 
 def validate_command(argv: list[str]) -> int:
-    from calibrate.speed_track import wander_summary
-    from calibrate.validate import format_diagnostics, format_rows, validate_all
+    from calibrate.speed_track import stored_wander, wander_summary
+    from calibrate.validate import drift_line, format_diagnostics, format_rows, validate_all
     from sim.profile import load_profile, write_profile
     from sim.scenario import scenario_from_dict
 
@@ -107,6 +110,9 @@ def validate_command(argv: list[str]) -> int:
     if wander:
         print(f"\n{wander}: an error within the wander at a run's length cannot be told "
               f"from the machine's own moves")
+    drift = drift_line([r.speed for r in results if r.speed is not None], stored_wander(profile.raw))
+    if drift:
+        print(f"\nwarning: {drift}")
     if args.json:
         from sim.files import write_text_atomic
 

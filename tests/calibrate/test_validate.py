@@ -14,7 +14,7 @@ pytest.importorskip("scipy")
 
 from calibrate.cli import main as calibrate_main  # noqa: E402
 from calibrate.steps_alone import evenly, time_alone  # noqa: E402
-from calibrate.validate import (SpeedProbe, retime_alone, run_speed_factors, serve_once,  # noqa: E402
+from calibrate.validate import (MachineSpeed, SpeedProbe, drift_line, retime_alone, run_speed_factors, serve_once,  # noqa: E402
                                 serving_order, set_up, step_errors, step_kind, validate,
                                 validate_all)
 from calibrate.validate_cli import main as validate_main  # noqa: E402
@@ -213,6 +213,21 @@ def test_validate_cli_bad_input_is_one_line_exit_2(tiny_profile, capsys, flags, 
     assert validate_main(["--profile", str(tiny_profile), "--model", "tiny", "--rate", "1", *flags]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and named in err[0]
+
+
+def test_a_machine_that_moved_beyond_its_calibration_wander_is_told_to_recalibrate():
+    def probe(decode: float, prefill: float) -> MachineSpeed:
+        return MachineSpeed([{"when": "before", "kind": "decode", "factor": decode},
+                             {"when": "before", "kind": "prefill", "factor": prefill}])
+
+    bands = [{"lag_s": [0.0, 1.0], "rms": 0.05, "pairs": 10}, {"lag_s": [80.0, None], "rms": 0.12, "pairs": 10},
+             {"lag_s": [20.0, 80.0], "rms": None, "pairs": 0}]
+    line = drift_line([probe(0.70, 1.05), probe(0.76, 1.15)], bands)  # decode memory got a third faster
+    assert line is not None and "0.73x (decode)" in line and "1.10x (prefill/mixed)" in line
+    assert "±12.0%" in line and "re-run `calibrate`" in line
+    assert drift_line([probe(1.12, 0.9)], bands) is None  # within the widest wander (ln 1.12 < 0.12)
+    assert drift_line([probe(1.3, 1.3)], None) is None  # a datasheet profile: nothing to judge by
+    assert drift_line([], bands) is None  # --no-speed-check: no probe
 
 
 def test_median_summary_and_run_spread():
