@@ -145,6 +145,22 @@ def test_validate_cli_writes_json_and_records_in_the_profile(tiny_profile, tmp_p
     assert recorded[0]["repeats"] == 3 and recorded[0]["run_spread"] and "measured_runs" not in recorded[0]
 
 
+def test_validate_cli_warns_when_the_machine_no_longer_matches_its_profile(tiny_profile, tmp_path, capsys):
+    """A profile whose points say the machine was three times faster than it is now: the speed
+    probe re-times them, finds the move far beyond the profile's own wander, and says to
+    re-calibrate."""
+    stale = json.loads(tiny_profile.read_text())
+    for point in stale["measurements"]["points"]:
+        point["seconds"] *= 0.3
+    path = tmp_path / "tiny-cpu.json"
+    path.write_text(json.dumps(stale))
+    argv = ["--profile", str(path), "--model", "tiny", "--rate", "30", "--input-tokens", "16",
+            "--output-tokens", "8", "--num-requests", "6", "--alone-steps", "0"]
+    assert validate_main(argv) == 0
+    (warning,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
+    assert "no longer describes this machine" in warning and "re-run `calibrate`" in warning
+
+
 def test_several_workloads_are_served_in_rounds_on_one_runner_per_model(tiny_profile):
     """A suite's repeats go round the workloads, in order and back, so a slow spell of the machine
     falls on runs of several workloads instead of on every run of one; workloads of one model share
