@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from calibrate.cli import main as calibrate_main  # noqa: E402
-from calibrate.fit import shape_of  # noqa: E402
+from sim.plan import StepShape  # noqa: E402
 from calibrate.power import make_meter  # noqa: E402
 from calibrate.runner import Runner  # noqa: E402
 from calibrate.sweep import Grid, run_sweep  # noqa: E402
@@ -155,7 +155,7 @@ def across_runs(args: argparse.Namespace) -> int:
     points = result.points
     errors: dict[str, list[float]] = {}
     for point in points:
-        point["predicted_s"] = model.step_time(shape_of(point))
+        point["predicted_s"] = model.step_time(StepShape.from_record(point))
         point["rel_error"] = point["predicted_s"] / point["seconds"] - 1.0
         errors.setdefault(point["kind"], []).append(point["rel_error"])
     print(f"measured {len(points)} steps in {time.perf_counter() - started:.0f} s "

@@ -70,7 +70,8 @@ def main() -> None:
     profile = load_profile(args.profile)
     model = profile.provenance.get("calibration_model") or "llama-small-150m"
     print(f"profile {profile.name} (fitted with {model}); load average {os.getloadavg()[0]:.2f}")
-    wander = wander_summary(profile.raw)
+    bands = stored_wander(profile.raw)
+    wander = wander_summary(bands)
     if wander:
         print(wander)
     cases = [(name, scenario_from_dict(data, "suite"))
@@ -133,7 +134,7 @@ def main() -> None:
             noise = f" ({inside} of the {missed} misses within that cell's run spread)" if args.repeat > 1 else ""
             parts.append(f"{label} within {bound:.0%} in {hits} of {total} cells{noise}")
         print(f"targets, {title}: " + "; ".join(parts))
-    drift = drift_line([r.speed for _, r in table if r.speed is not None], stored_wander(profile.raw))
+    drift = drift_line([r.speed for _, r in table], bands)
     if drift:
         print(f"warning: {drift}")
     if args.json:

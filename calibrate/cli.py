@@ -257,9 +257,9 @@ def print_summary(path: Path, document: dict, seconds: float, out=sys.stdout) ->
             f"{x['kind']} batch {x['batch']} x {x['length']}" for x in limits), file=out)
     if skipped:
         print(f"  {len(skipped)} grid points skipped by the time budget", file=out)
-    from calibrate.speed_track import wander_summary
+    from calibrate.speed_track import stored_wander, wander_summary
 
-    wander = wander_summary(document)
+    wander = wander_summary(stored_wander(document))
     if wander:
         print(f"  {wander}; no prediction from this profile holds tighter than that", file=out)
 

@@ -65,10 +65,6 @@ def curve_knots(max_tokens: int) -> list[int]:
     return knots
 
 
-def shape_of(point: dict) -> StepShape:
-    return StepShape.from_record(point)
-
-
 def spec_from_dict(data: dict) -> ModelSpec:
     fields = {f.name for f in dataclasses.fields(ModelSpec)}
     return ModelSpec(**{k: v for k, v in data.items() if k in fields})
@@ -115,7 +111,7 @@ class _Problem:
         self.groups: dict[str, list[int]] = {}
         for i, point in enumerate(points):
             self.groups.setdefault(point["model"], []).append(i)
-        self.shapes = [shape_of(p) for p in points]
+        self.shapes = [StepShape.from_record(p) for p in points]
         self.log_measured = np.log([p["seconds"] for p in points])
         self.num_knots = len(knots)
         self.log_knot_gaps = np.diff(np.log(knots)) if len(knots) > 1 else np.array([])
@@ -207,7 +203,7 @@ def fit_profile(document: dict, where: str = "profile", max_nfev: int = 400) -> 
     fit_layer = len({specs[p["model"]].num_layers for p in points}) > 1
     fit_width = (WIDTH_EXPONENT in cost_fields()
                  and len({specs[p["model"]].hidden_size for p in points}) > 1)
-    fit_cached = any(shape_of(p).prefix_tokens for p in points)  # some chunk after a prefix
+    fit_cached = any(StepShape.from_record(p).prefix_tokens for p in points)  # some chunk after a prefix
     for name in (CACHED_ATTENTION, PREFIX_KEY):  # fitted again below, or not at all
         doc["cost_model"].pop(name, None)
     base = profile_from_dict(doc, where)
@@ -256,7 +252,7 @@ def fit_profile(document: dict, where: str = "profile", max_nfev: int = 400) -> 
 def score_holdout(profile: Profile, spec: ModelSpec, points: list[dict]) -> dict:
     """The fitted profile's error on a model it was not fitted to, measured in the same run
     (`calibrate --holdout`): each point gets predicted_s and rel_error, as the fitted points do."""
-    predicted = predict_points(profile, {spec.name: spec}, [shape_of(p) for p in points],
+    predicted = predict_points(profile, {spec.name: spec}, [StepShape.from_record(p) for p in points],
                                {spec.name: list(range(len(points)))})
     rel = []
     for point, pred in zip(points, predicted):

@@ -159,9 +159,8 @@ def stored_wander(document: dict) -> list[dict] | None:
     return bands if any(b["pairs"] for b in bands) else None
 
 
-def wander_summary(document: dict) -> str | None:
-    """The line that states a measured profile's speed wander; None without stored timings."""
-    bands = stored_wander(document)
+def wander_summary(bands: list[dict] | None) -> str | None:
+    """The line that states a profile's speed wander (stored_wander); None without stored timings."""
     if bands is None:
         return None
     return f"speed wander at calibration (std of a point's timing about one taken t apart): {wander_line(bands)}"

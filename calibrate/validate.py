@@ -301,13 +301,13 @@ class MachineSpeed:
                 "points": self.points}
 
 
-def drift_line(speeds: list[MachineSpeed], bands: list[dict] | None) -> str | None:
+def drift_line(speeds: list[MachineSpeed | None], bands: list[dict] | None) -> str | None:
     """One line when the machine has moved from its profile further than the profile's own speed
     wander: every case's probe timings pooled, decode (memory) and prefill/mixed (compute) apart,
     against the widest band of `calibrate.speed_track.stored_wander` (a timing's std about one of
     the same point taken that far apart during calibration). None when both lie within it, or
-    without probe timings or stored wander (nothing to judge by)."""
-    points = [p for s in speeds for p in s.points]
+    without probe timings (a case without a probe is None) or stored wander (nothing to judge by)."""
+    points = [p for s in speeds if s is not None for p in s.points]
     widest = max((b["rms"] for b in bands or [] if b["rms"] is not None), default=None)
     if not points or not widest:
         return None

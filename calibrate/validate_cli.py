@@ -106,11 +106,12 @@ def validate_command(argv: list[str]) -> int:
               f"{result.wall_s:.1f} s{runs}")
         print(format_rows(result.rows, result.columns()))
         print(format_diagnostics(result), flush=True)
-    wander = wander_summary(profile.raw)
+    bands = stored_wander(profile.raw)
+    wander = wander_summary(bands)
     if wander:
         print(f"\n{wander}: an error within the wander at a run's length cannot be told "
               f"from the machine's own moves")
-    drift = drift_line([r.speed for r in results if r.speed is not None], stored_wander(profile.raw))
+    drift = drift_line([r.speed for r in results], bands)
     if drift:
         print(f"\nwarning: {drift}")
     if args.json:

@@ -124,10 +124,11 @@ def test_a_held_out_model_is_measured_beside_but_not_fitted(tiny_profile: Path) 
     ref_end = profile.measurements["speed_reference"]["samples"][-1][0]
     assert all(0 <= s <= ref_end + 1.0 for p in held["points"] for s in p["stamps_s"])
     # its score is the fitted cost model's prediction of each point, as stored
-    from calibrate.fit import shape_of, spec_from_dict
+    from calibrate.fit import spec_from_dict
+    from sim.plan import StepShape
     from sim.cost_model import CostModel
     model = CostModel(spec_from_dict(profile.measurements["models"]["tiny-wide"]), profile)
-    errors = [abs(model.step_time(shape_of(p)) / p["seconds"] - 1) for p in held["points"]]
+    errors = [abs(model.step_time(StepShape.from_record(p)) / p["seconds"] - 1) for p in held["points"]]
     score = profile.cost.fit["holdout"]
     assert score["model"] == "tiny-wide" and score["num_points"] == len(held["points"])
     assert score["median_rel_error"] == pytest.approx(statistics.median(errors), abs=1e-4)
