@@ -16,7 +16,8 @@ What is fitted (see `sim.cost_model` for the form; it is evaluated, never re-imp
     with the model's width; needs points of two widths).
 Peak FLOP/s and bandwidth come from the microbenchmarks and stay fixed; wake_slowdown_curve is
 copied from measurements.wake where present (measured, not fitted: calibrate.wake), and
-engine_step_overhead_s from measurements.engine_loop (calibrate.engine_loop).
+engine_step_overhead_s from measurements.engine_loop (calibrate.engine_loop), and
+speed_variability from measurements.speed_reference (calibrate.speed_variability).
 
 How: `scipy.optimize.least_squares` on log(predicted / measured) (relative errors, so a 2 ms decode
 step weighs as much as a 2 s prefill), with bounds (efficiencies in (0, 1.5], overheads >= 0) and a
@@ -42,6 +43,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import least_squares
 
+from calibrate.speed_variability import measure_speed_variability
 from sim.cost_model import CostModel
 from sim.model_spec import ModelSpec
 from sim.plan import StepShape
@@ -233,6 +235,11 @@ def fit_profile(document: dict, where: str = "profile", max_nfev: int = 400) -> 
     loop = doc["measurements"].get("engine_loop")
     if loop:  # measured on the real engine, not fitted (calibrate.engine_loop)
         cm["engine_step_overhead_s"] = loop["median_s"]
+    variability = measure_speed_variability(doc["measurements"].get("speed_reference") or {})
+    if variability is not None:  # how steps scatter about these medians (calibrate.speed_variability)
+        cm["speed_variability"] = variability.to_dict()
+    else:
+        cm.pop("speed_variability", None)
     cm["fit"] = None
     # Score with the rounded parameters as written, through the same loader the simulator uses.
     fitted = profile_from_dict(doc, where)

@@ -62,8 +62,9 @@ from sim.model_spec import resolve_model
 from sim.plan import StepShape
 from sim.profile import Profile, at_time_factor
 from sim.replay import Replay, replay_scenario
-from sim.scenario import Prepared, RunResult, Scenario, prepare, run_prepared, run_scenario
+from sim.scenario import Prepared, RunResult, Scenario, has_speed_variability, prepare, run_prepared
 
+SPEED_DRAWS = 31  # a prediction's draws of the machine's speed variability (predict)
 LATENCY_FIELDS = ("ttft_s", "tpot_s", "itl_s", "e2e_s")
 STATS = ("mean", "p50", "p90", "p99")
 
@@ -154,6 +155,22 @@ def compare(predicted: dict, measured: dict) -> list[dict]:
 
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def predict(sc: Scenario, profile: Profile, draws: int = SPEED_DRAWS) -> RunResult:
+    """The simulator's prediction. With the profile's speed variability (sim.speed_variability)
+    one run is one draw of the machine's spells and jitter, as one real run is: the prediction is
+    then the element-wise median of `draws` runs of the identical workload (as the measurement is
+    the median of the real runs); it keeps the first draw's records."""
+    first_prep = prepare(sc, profile)
+    first = run_prepared(first_prep, first_prep.cost)
+    if draws <= 1 or not has_speed_variability(first_prep):
+        return first
+    summaries = [first.summary]
+    for draw in range(1, draws):
+        prep = prepare(sc, profile)
+        summaries.append(run_prepared(prep, prep.cost, speed_draw=draw).summary)
+    return dataclasses.replace(first, summary=median_summary(summaries))
 
 
 def median_summary(summaries: list[dict]) -> dict:
@@ -444,7 +461,7 @@ def set_up(cases: list[tuple[str, Scenario]], profile: Profile, device: str = "c
     for name, sc in cases:
         sc = in_profile_dtype(sc, profile)
         prep = prepare(sc, profile)
-        served.append((name, prep, run_scenario(sc, profile)))
+        served.append((name, prep, predict(sc, profile)))
         seqs, positions, rows = _runner_needs(prep)
         have = needs.get(prep.model, (0, 0, 0))
         needs[prep.model] = (max(have[0], seqs), max(have[1], positions), max(have[2], rows))
@@ -498,7 +515,7 @@ def compare_served(case: Served, profile: Profile) -> Validation:
     speed, at_speed_rows = None, None
     if case.speed_points:
         speed = MachineSpeed(case.speed_points)
-        at_speed = run_scenario(sc, at_time_factor(profile, speed.memory_factor, speed.compute_factor))
+        at_speed = predict(sc, at_time_factor(profile, speed.memory_factor, speed.compute_factor))
         at_speed_rows = compare(at_speed.summary, measured)
     steps = step_errors([s for r in runs for s in r.steps], prep.cost, [t for r in runs for t in r.loop_s],
                         [idle for r in runs for idle in r.idle_s])
@@ -506,7 +523,7 @@ def compare_served(case: Served, profile: Profile) -> Validation:
     run_speed_rows = None
     if run_speed:
         again = prepare(sc, profile)
-        at_run_speed = run_prepared(again, KindScaledCost(again.cost, **run_speed))
+        at_run_speed = run_prepared(again, KindScaledCost(again.cost, **run_speed), speed_draw=None)
         run_speed_rows = compare(at_run_speed.summary, measured)
     closed = sc.workload.is_closed_loop
     return Validation(case.name, sc, case.predicted, runs, measured, rows,
@@ -640,12 +657,13 @@ def format_diagnostics(v: Validation) -> str:
 
 def saturation_rate(data: dict, profile: Profile) -> float:
     """Requests per second the profile predicts this workload's deployment sustains: the
-    throughput of the same requests all arriving at once (offline)."""
+    throughput of the same requests all arriving at once (offline), every step at its cost-model
+    time (no speed variability: the suite's loads do not depend on a draw)."""
     offline = {**data, "workload": {**data["workload"], "arrival": {"process": "all_at_once"}}}
     from sim.scenario import scenario_from_dict
 
-    summary = run_scenario(in_profile_dtype(scenario_from_dict(offline, "suite"), profile), profile).summary
-    return summary["throughput"]["requests_per_s"]
+    prep = prepare(in_profile_dtype(scenario_from_dict(offline, "suite"), profile), profile)
+    return run_prepared(prep, prep.cost, speed_draw=None).summary["throughput"]["requests_per_s"]
 
 
 def default_suite(profile: Profile, model: str, second_model: str, num_requests: int = 60,

@@ -10,6 +10,9 @@ could act on interrupts the run: the step in progress completes, the rest are no
 The first step after the engine sat idle takes (1 + `cost.wake_slowdown(idle seconds)`) times its
 cost-model time, alone: the machine's wake-up (parked threads, a descheduled vCPU, a GPU's idle
 clocks), measured by `calibrate`.
+With a `SpeedProcess` (the profile's measured speed variability, `sim.speed_variability`) every
+step runs alone and takes its cost-model time times the process's factor at its start: the
+machine's slow spells and each step's own jitter.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from sim.cost_model import CostModel, line_total, steps_within
 from sim.metrics import RunRecorder
 from sim.request import Request
 from sim.scheduler import BatchScheduler, StepTimes
+from sim.speed_variability import SpeedProcess
 
 ROUTERS = ("round_robin", "random", "least_outstanding", "least_kv")
 
@@ -31,8 +35,10 @@ class Replica:
     """One TP group serving requests with one scheduler and one cost model."""
 
     def __init__(self, env: simpy.Environment, index: int, scheduler: BatchScheduler,
-                 cost: CostModel, recorder: RunRecorder, on_finish, timeline_interval_s: float) -> None:
+                 cost: CostModel, recorder: RunRecorder, on_finish, timeline_interval_s: float,
+                 speed: SpeedProcess | None = None) -> None:
         self.env = env
+        self.speed = speed
         self.index = index
         self.scheduler = scheduler
         self.cost = cost
@@ -53,7 +59,7 @@ class Replica:
         return accepted
 
     def run(self):
-        env, sched, cost = self.env, self.scheduler, self.cost
+        env, sched, cost, speed = self.env, self.scheduler, self.cost, self.speed
         idle_s = 0.0  # how long the engine sat idle since its last step
         while True:
             plan = sched.schedule(env.now)
@@ -71,11 +77,14 @@ class Replica:
             slow = cost.wake_slowdown(idle_s) if idle_s > 0 else 0.0  # the machine wakes up
             idle_s = 0.0
             start = env.now
-            if plan.prefill or plan.max_repeats == 1 or not cost.closed_form_decode or slow:
+            if plan.prefill or plan.max_repeats == 1 or not cost.closed_form_decode or slow or speed is not None:
                 step = cost.step_cost(plan.shape())
-                time_s = step.time_s * (1.0 + slow)
+                factor = 1.0 + slow
+                if speed is not None:
+                    factor *= speed.factor(start, step.time_s, not plan.prefill)
+                time_s = step.time_s * factor
                 yield env.timeout(time_s)
-                self._commit(plan, StepTimes(start, time_s, 0.0, 1), step.energy_j * (1.0 + slow))
+                self._commit(plan, StepTimes(start, time_s, 0.0, 1), step.energy_j * factor)
                 if step.after_s > 0:
                     yield env.timeout(step.after_s)
             else:  # a run of decode steps, each followed by the engine's loop (gap)
@@ -175,11 +184,13 @@ class Cluster:
 
     def __init__(self, schedulers: list[BatchScheduler], costs: list[CostModel], router: str,
                  rng: np.random.Generator, recorder: RunRecorder, warmup_fraction: float,
-                 drain_fraction: float, timeline_interval_s: float) -> None:
+                 drain_fraction: float, timeline_interval_s: float,
+                 speeds: list[SpeedProcess | None] | None = None) -> None:
         self.env = simpy.Environment()
         self.recorder = recorder
-        self.replicas = [Replica(self.env, i, s, c, recorder, self._finished, timeline_interval_s)
-                         for i, (s, c) in enumerate(zip(schedulers, costs))]
+        speeds = speeds or [None] * len(schedulers)
+        self.replicas = [Replica(self.env, i, s, c, recorder, self._finished, timeline_interval_s, v)
+                         for i, (s, c, v) in enumerate(zip(schedulers, costs, speeds))]
         self.router = Router(router, self.replicas, rng)
         self.warmup_fraction = warmup_fraction
         self.drain_fraction = drain_fraction

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sim.errors import InputError
+from sim.speed_variability import SpeedVariability, Wander
 
 SCHEMA_VERSION = 1
 SOURCES = ("measured", "datasheet", "imported")
@@ -87,6 +88,10 @@ class CostParams:
     # bookkeeping, admitting arrivals, scheduling the next): measured by calibrate serving a short
     # workload on its real engine (calibrate.engine_loop); 0 where not measured
     engine_step_overhead_s: float = 0.0
+    # how step times scatter around their cost-model (median) time: the machine's slow spells and
+    # a step's own jitter, measured by calibrate (sim.speed_variability); None: every step takes
+    # its cost-model time (a datasheet profile)
+    speed_variability: SpeedVariability | None = None
 
 
 @dataclass(frozen=True)
@@ -266,6 +271,7 @@ def profile_from_dict(data: Any, where: str) -> Profile:
         wake_slowdown_curve=wake,
         engine_step_overhead_s=r.number(cm, "engine_step_overhead_s", p, strict=False,
                                         maximum=1.0, default=0.0),
+        speed_variability=_speed_variability(r, cm, p),
     )
 
     pw = r.section(data, "power")
@@ -291,6 +297,30 @@ def profile_from_dict(data: Any, where: str) -> Profile:
         raise r.fail("measurements", "expected an object")
     return Profile(name=name, path=where, device=device, provenance=prov, cost=cost, power=power,
                    price=price, measurements=measurements, raw=data)
+
+
+def _speed_variability(r: _Reader, cm: dict, p: str) -> SpeedVariability | None:
+    sv = r.section(cm, "speed_variability", p, optional=True)
+    if sv is None:
+        return None
+    p += "speed_variability."
+    wanders = []
+    for resource in ("memory", "compute"):
+        w = r.section(sv, resource, p)
+        q = f"{p}{resource}."
+        wanders.append(Wander(fast_sd=r.number(w, "fast_sd", q, strict=False, maximum=2.0),
+                              wander_sd=r.number(w, "wander_sd", q, strict=False, maximum=2.0),
+                              wander_time_s=r.number(w, "wander_time_s", q),
+                              reference_step_s=r.number(w, "reference_step_s", q)))
+    shape = sv.get("fast_shape")
+    if (not isinstance(shape, list) or len(shape) < 3
+            or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in shape)):
+        raise r.fail(p + "fast_shape", f"expected a list of at least 3 numbers, got {shape!r}")
+    if any(b < a for a, b in zip(shape, shape[1:])):
+        raise r.fail(p + "fast_shape", "expected quantiles in rising order")
+    method = sv.get("method", "")
+    return SpeedVariability(wanders[0], wanders[1], tuple(float(v) for v in shape),
+                            method if isinstance(method, str) else "")
 
 
 def interpolate_log(curve: tuple[tuple[float, float], ...], x: float) -> float:

@@ -78,5 +78,5 @@ def replay_scenario(sc: Scenario, profile: Profile, log: Sequence[tuple[StepShap
     if sc.deployment.replicas != 1:
         raise ValueError("a step log is one replica's: replay needs replicas = 1")
     cost = StepLogCost(prep.cost, log)
-    result = run_prepared(prep, cost)  # type: ignore[arg-type]  # duck-typed: step_cost only
+    result = run_prepared(prep, cost, speed_draw=None)  # type: ignore[arg-type]  # duck-typed: step_cost only
     return Replay(result, cost.num_steps, len(cost.log), cost.num_diverged)

@@ -2,7 +2,8 @@
 
     seed = 1
     [model]        name = "llama-3-8b" (a preset or a path to a config.json), weight_dtype, kv_dtype
-    [deployment]   profile = "h100-sxm", replicas, tp, gpu_memory_utilization, router
+    [deployment]   profile = "h100-sxm", replicas, tp, gpu_memory_utilization, router,
+                   speed_variability = true (the profile's measured step-time scatter, if it has one)
     [scheduler]    policy = "continuous" | "chunked" | "static", max_num_seqs,
                    max_num_batched_tokens, block_size_tokens, max_batch_size, max_queue_delay_s
     [workload]     see sim.workload.workload_from_dict (arrivals + lengths, closed loop, or a trace)
@@ -38,6 +39,7 @@ from sim.model_spec import KV_DTYPES, WEIGHT_DTYPES, ModelSpec, resolve_model
 from sim.policies import POLICIES, SchedulerConfig, make_scheduler
 from sim.profile import Profile, load_profile
 from sim.speculative import SpeculativeConfig, SpeculativeCostModel
+from sim.speed_variability import SpeedProcess
 from sim.workload import ClosedLoop, WorkloadSpec, generate, workload_from_dict
 
 DEFAULT_BATCHED_TOKENS = {"continuous": 8192, "chunked": 2048, "static": 8192}
@@ -50,8 +52,13 @@ class Deployment:
     tp: int = 1
     gpu_memory_utilization: float = 0.9
     router: str = "round_robin"
+    # steps scatter as the profile's measured machine did (sim.speed_variability); false: every
+    # step takes its cost-model (median) time
+    speed_variability: bool = True
 
     def __post_init__(self) -> None:
+        if not isinstance(self.speed_variability, bool):
+            raise ValueError(f"speed_variability: expected true or false, got {self.speed_variability!r}")
         for name in ("replicas", "tp"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -323,18 +330,39 @@ def finish_summary(prep: Prepared, recorder: RunRecorder, schedulers: list) -> d
     return summary
 
 
+SPEED_STREAM = 0x5BEED  # keeps the speed draws' generators apart from the workload's and the router's
+
+
+def has_speed_variability(prep: Prepared) -> bool:
+    return prep.scenario.deployment.speed_variability and prep.profile.cost.speed_variability is not None
+
+
+def speed_processes(prep: Prepared, speed_draw: int | None) -> list[SpeedProcess | None]:
+    """One machine-speed process per replica (sim.speed_variability), or None each."""
+    replicas = prep.scenario.deployment.replicas
+    if speed_draw is None or not has_speed_variability(prep):
+        return [None] * replicas
+    variability = prep.profile.cost.speed_variability
+    assert variability is not None
+    return [SpeedProcess(variability, np.random.default_rng([SPEED_STREAM, prep.scenario.seed, speed_draw, i]))
+            for i in range(replicas)]
+
+
 def run_scenario(sc: Scenario, profile: Profile | None = None) -> RunResult:
     prep = prepare(sc, profile)
     return run_prepared(prep, prep.cost)
 
 
-def run_prepared(prep: Prepared, cost: CostModel) -> RunResult:
+def run_prepared(prep: Prepared, cost: CostModel, speed_draw: int | None = 0) -> RunResult:
     """Simulate a prepared scenario with this cost model on every replica (prep.cost, or one
-    that wraps it, as `sim.replay` does)."""
+    that wraps it, as `sim.replay` does). speed_draw: which draw of the profile's speed
+    variability the replicas run with, where it has one and the scenario keeps it on (the
+    workload is the same in every draw); None: none (measured step times replayed)."""
     sc = prep.scenario
     recorder = RunRecorder()
     schedulers = prep.make_schedulers(recorder)
     dep, ms = sc.deployment, sc.measurement
     Cluster(schedulers, [cost] * dep.replicas, dep.router, prep.router_rng, recorder,
-            ms.warmup_fraction, ms.drain_fraction, prep.timeline_interval_s).run(prep.load)
+            ms.warmup_fraction, ms.drain_fraction, prep.timeline_interval_s,
+            speed_processes(prep, speed_draw)).run(prep.load)
     return RunResult(sc, finish_summary(prep, recorder, schedulers), recorder, prep.kv)

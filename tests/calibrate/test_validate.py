@@ -333,3 +333,24 @@ def test_machine_load_reads_the_hypervisors_steal_from_proc_stat(monkeypatch):
     assert others.steal_share(mark) == pytest.approx(0.5, abs=0.01)
     monkeypatch.setattr(others, "_fields", lambda: None)  # no /proc/stat: unknown, not zero
     assert others.steal_share(mark) is None
+
+
+def test_a_prediction_on_a_machine_that_scatters_is_the_median_of_its_draws(tmp_path, toy_profile_dict):
+    from calibrate.validate import median_summary, predict
+    from sim.scenario import run_prepared
+
+    toy_profile_dict["cost_model"]["speed_variability"] = {
+        "memory": {"fast_sd": 0.1, "wander_sd": 0.1, "wander_time_s": 2.0, "reference_step_s": 0.01},
+        "compute": {"fast_sd": 0.05, "wander_sd": 0.05, "wander_time_s": 2.0, "reference_step_s": 0.03},
+        "fast_shape": [-1.5, -0.5, 0.0, 0.5, 2.5]}
+    path = tmp_path / "varied.json"
+    path.write_text(json.dumps(toy_profile_dict))
+    profile = load_profile(str(path))
+    sc = scenario_from_dict({"seed": 2, "model": {"name": "llama-3-8b"}, "deployment": {"profile": str(path)},
+                             "workload": {"num_requests": 80, "arrival": {"process": "poisson", "rate_per_s": 3.0},
+                                          "input_tokens": 256, "output_tokens": 32}}, "t")
+    draws = [run_prepared(prep, prep.cost, k).summary for k, prep in enumerate(prepare(sc, profile) for _ in range(3))]
+    predicted = predict(sc, profile, draws=3)
+    assert predicted.summary == median_summary(draws)
+    assert len(predicted.recorder.requests) == 80  # the first draw's records, for the same-workload check
+    assert predict(sc, profile, draws=1).summary == draws[0]
