@@ -18,8 +18,8 @@ log of a step's time:
     tail of stalls) is `fast_shape`, the measured quantiles of a standardised jitter.
 
 Both have median 0, so the median step keeps the cost model's time and a step's mean is above it.
-Moves slower than a few minutes are not in the process (calibrate leaves them out of the fit): a
-profile made at one moment cannot predict the level of another, and `calibrate validate` warns
+Moves slower than a minute are not in the process (calibrate fits them apart and leaves them out):
+a profile made at one moment cannot predict the level of another, and `calibrate validate` warns
 when the machine has moved (`calibrate.validate.drift_line`).
 
 Measured by `calibrate` from its speed reference (`calibrate.speed_variability`); datasheet
