@@ -17,6 +17,7 @@ Usage: python benchmarks/recorded_fidelity.py [--profile P ...] [--draws 31]
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 
 METRICS = ("ttft_s.mean", "tpot_s.mean", "e2e_s.mean", "throughput.output_tokens_per_s",
@@ -60,7 +61,7 @@ def main() -> None:
                 continue
             doc["cost_model"]["speed_variability"] = found.to_dict()
         profile = profile_from_dict(doc, path)
-        plain_doc = json.loads(json.dumps(doc))
+        plain_doc = copy.deepcopy(doc)
         plain_doc["cost_model"].pop("speed_variability")
         plain = profile_from_dict(plain_doc, path)
         model = doc["provenance"].get("calibration_model") or "llama-small-150m"

@@ -73,7 +73,7 @@ class SpeedVariability:
     def __post_init__(self) -> None:
         shape = self.fast_shape
         if len(shape) < 3 or any(not math.isfinite(q) for q in shape):
-            raise ValueError(f"fast_shape: expected at least 3 finite quantiles, got {len(shape)}")
+            raise ValueError(f"fast_shape: expected at least 3 finite quantiles, got {list(shape)!r}")
         if any(b < a for a, b in zip(shape, shape[1:])):
             raise ValueError("fast_shape: expected quantiles in rising order")
 
