@@ -11,6 +11,11 @@ time, and with the profile's speed variability (`sim.speed_variability`: the med
 
 Targets (issue: fidelity): means within 5 % (cross-model: 10 %), p99 within 10 %.
 
+Given several profiles (suites), it also prints what leans one way across them: each case's error
+with the variability, mean ± standard deviation over the suites (a model's bias shows as a mean
+beyond its spread), and how much slower the served steps ran than the speed probe's calibration
+points timed around them (run speed over probe speed, per suite).
+
 Usage: python benchmarks/recorded_fidelity.py [--profile P ...] [--draws 31]
 """
 
@@ -19,6 +24,8 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
+import statistics
 
 METRICS = ("ttft_s.mean", "tpot_s.mean", "e2e_s.mean", "throughput.output_tokens_per_s",
            "ttft_s.p99", "tpot_s.p99", "e2e_s.p99")
@@ -46,6 +53,8 @@ def main() -> None:
 
     draws = args.draws or SPEED_DRAWS
     totals = {"plain": [0, 0, 0, 0], "varied": [0, 0, 0, 0]}
+    across: dict[str, dict[str, list[float]]] = {}  # case -> metric -> error with the variability, %
+    served_over_probe: list[tuple[str, float, float]] = []  # per suite: decode, compute
     for path in args.profile or ["profiles/amd-epyc-2vcpu-cpu.json"]:
         with open(path) as fh:
             doc = json.load(fh)
@@ -66,6 +75,11 @@ def main() -> None:
         plain = profile_from_dict(plain_doc, path)
         model = doc["provenance"].get("calibration_model") or "llama-small-150m"
         suite = dict(default_suite(profile, model, "llama-medium-400m"))
+        ratios = [(r["run_speed"]["decode_factor"] / r["machine_speed"]["memory_factor"],
+                   r["run_speed"]["prefill_factor"] / r["machine_speed"]["compute_factor"])
+                  for r in recorded if r.get("run_speed") and r.get("machine_speed")]
+        if ratios:
+            served_over_probe.append((path, geomean([d for d, _ in ratios]), geomean([c for _, c in ratios])))
         print(f"\n{path} (recorded {recorded[0].get('date')}; variability: {fitted})")
         print(f"{'case':<52}" + "".join(f"{m.replace('_s', '').replace('throughput.output_tokens_per', 'tokens/s'):>22}"
                                         for m in METRICS))
@@ -87,12 +101,34 @@ def main() -> None:
                     t[2 if metric.endswith(".p99") else 0] += hit
                     t[3 if metric.endswith(".p99") else 1] += 1
                     pair.append(f"{100 * err:+.1f}{'' if hit else '!'}")
+                    if key == "varied":
+                        across.setdefault(name, {}).setdefault(metric, []).append(100 * err)
                 cells.append(f"{' / '.join(pair):>22}")
             print(f"{name[:51]:<52}" + "".join(cells))
     print("\ncells: error without / with the speed variability, % ('!': beyond its target)")
     for key, label in (("plain", "every step at its cost-model time"), ("varied", "with the speed variability")):
         t = totals[key]
         print(f"{label}: means within target in {t[0]} of {t[1]} cells, p99s in {t[2]} of {t[3]}")
+    if len(served_over_probe) > 1:
+        print_across(across, served_over_probe)
+
+
+def geomean(values: list[float]) -> float:
+    return math.exp(sum(math.log(v) for v in values) / len(values))
+
+
+def print_across(across: dict, served_over_probe: list[tuple[str, float, float]]) -> None:
+    print("\nacross the suites, with the speed variability: each case's error, mean ± standard deviation, %")
+    print(f"{'case':<52}" + "".join(f"{m.replace('_s', '').replace('throughput.output_tokens_per', 'tokens/s'):>22}"
+                                    for m in METRICS))
+    for name, errors in across.items():
+        print(f"{name[:51]:<52}" + "".join(f"{statistics.fmean(errors[m]):+.1f} ± {statistics.pstdev(errors[m]):.1f}"
+                                           .rjust(22) if m in errors else " " * 22 for m in METRICS))
+    print("\nserved steps' speed over the probe's around them (geometric mean of the cases; > 1: served slower)")
+    for path, decode, compute in served_over_probe:
+        print(f"  {path}: decode {decode:.3f}x, prefill and mixed {compute:.3f}x")
+    print(f"  all suites: decode {geomean([d for _, d, _ in served_over_probe]):.3f}x, "
+          f"prefill and mixed {geomean([c for _, _, c in served_over_probe]):.3f}x")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,9 @@
 2. A chat workload of 1,000,000 requests on one replica (target <= 60 s): Llama-3-8B on one H100
    SXM, prompt and output lengths drawn from the Azure 2023 conversation trace, Poisson arrivals
    at 70% of the replica's measured saturation rate.
+3. A measured profile with its speed variability (every step drawn from the machine's scatter):
+   the shipped 2-vCPU EPYC CPU profile, llama-small-150m, 10,000 requests of 256 in / 128 out at
+   0.3 req/s, with the variability and without (`deployment.speed_variability = false`).
 
 Usage: python benchmarks/sim_speed.py [--chat-requests N]
 """
@@ -51,6 +54,17 @@ def main() -> None:
           f"{saturation:.1f} saturation), {args.chat_requests:,} requests: {wall:.1f} s wall "
           f"({args.chat_requests / wall:,.0f} simulated requests/s; target <= 60 s for 1M); "
           f"overloaded={s['overloaded']}, TTFT p50 {s['latency']['ttft_s']['p50']}")
+
+    for varied in (True, False):
+        small = {"seed": 1, "model": "llama-small-150m",
+                 "deployment": {"profile": "profiles/amd-epyc-2vcpu-cpu.json", "speed_variability": varied},
+                 "scheduler": {"policy": "continuous"},
+                 "workload": {"num_requests": 10_000, "arrival": {"process": "poisson", "rate_per_s": 0.3},
+                              "input_tokens": 256, "output_tokens": 128}}
+        wall, s = timed(small)
+        print(f"llama-small-150m on the measured CPU profile, speed variability {'on' if varied else 'off'}, "
+              f"10,000 requests: {wall:.2f} s wall ({10_000 / wall:,.0f} simulated requests/s); "
+              f"TPOT mean {s['latency']['tpot_s']['mean'] * 1e3:.2f} ms, p99 {s['latency']['tpot_s']['p99'] * 1e3:.2f} ms")
 
 
 if __name__ == "__main__":

@@ -104,6 +104,11 @@ class RunRecorder(TokenSink):
         for arr, value in zip(self._lines, (alpha_s, beta_s, j_from, j_to, weight)):
             arr.append(value)
 
+    def gaps(self, gaps_s: np.ndarray, weight: int) -> None:
+        values = np.ascontiguousarray(gaps_s, dtype=np.float64)
+        self._gap_s.frombytes(values.tobytes())
+        self._gap_w.frombytes(np.full(len(values), float(weight)).tobytes())
+
     def rejected(self, request: Request, reason: str) -> None:
         self.rejected_reasons[request.request_id] = reason
 

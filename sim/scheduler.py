@@ -21,6 +21,8 @@ import heapq
 from collections import deque
 from dataclasses import dataclass
 
+import numpy as np
+
 from sim.kv_cache import KVCacheManager, blocks_needed_to_grow, max_steps_with_blocks
 from sim.plan import StepPlan
 from sim.prefix_cache import PrefixCache
@@ -45,6 +47,33 @@ class StepTimes:
     def end_s(self) -> float:
         return self.end(self.num_steps - 1)
 
+    def report_gaps(self, sink: TokenSink, weight: int) -> None:
+        """The gaps between consecutive steps' ends (steps 1..num_steps-1), each weight times."""
+        sink.gap_line(self.alpha_s + self.gap_s, self.beta_s, 1, self.num_steps, weight)
+
+
+@dataclass(frozen=True, slots=True)
+class StepEnds:
+    """End times of consecutive steps given one by one (steps whose times are no line: a machine
+    whose speed varies); the engine's loop gaps lie between them."""
+
+    start_s: float
+    ends_s: np.ndarray
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.ends_s)
+
+    def end(self, j: int) -> float:
+        return float(self.ends_s[j])
+
+    @property
+    def end_s(self) -> float:
+        return float(self.ends_s[-1])
+
+    def report_gaps(self, sink: TokenSink, weight: int) -> None:
+        sink.gaps(np.diff(self.ends_s), weight)
+
 
 class TokenSink:
     """Where a scheduler reports token times (metrics implement it; tests may use it as is)."""
@@ -54,6 +83,11 @@ class TokenSink:
 
     def gap_line(self, alpha_s: float, beta_s: float, j_from: int, j_to: int, weight: int) -> None:
         """Gaps alpha + beta * j for j in [j_from, j_to), each `weight` times."""
+
+    def gaps(self, gaps_s: np.ndarray, weight: int) -> None:
+        """Several gaps, each `weight` times."""
+        for gap_s in gaps_s.tolist():
+            self.gap(gap_s, weight)
 
     def finished(self, request: Request) -> None:
         pass
@@ -118,7 +152,7 @@ class BatchScheduler:
     def _schedule(self, now_s: float) -> StepPlan | None:
         raise NotImplementedError
 
-    def commit(self, plan: StepPlan, times: StepTimes) -> list[Request]:
+    def commit(self, plan: StepPlan, times: StepTimes | StepEnds) -> list[Request]:
         """Apply a plan executed num_steps times (decode-only plans only may repeat)."""
         m = times.num_steps
         if m < 1 or m > plan.max_repeats or (m > 1 and plan.prefill):
@@ -330,7 +364,7 @@ class BatchScheduler:
             after = blocks_needed_to_grow(self._residues, self.counter, used, self.block_size)
             self.kv.free(before - after)
 
-    def _advance_decoders(self, times: StepTimes, finished: list[Request]) -> None:
+    def _advance_decoders(self, times: StepTimes | StepEnds, finished: list[Request]) -> None:
         m = times.num_steps
         first_end = times.end(0)
         if self._synced_measured:
@@ -340,7 +374,7 @@ class BatchScheduler:
                 self.sink.gap(first_end - first_token_s, 1)
         self._fresh.clear()
         if m > 1 and self._measured_decoders:
-            self.sink.gap_line(times.alpha_s + times.gap_s, times.beta_s, 1, m, self._measured_decoders)
+            times.report_gaps(self.sink, self._measured_decoders)
         self._synced_measured = self._measured_decoders
         start_counter = self.counter
         self.counter += m

@@ -26,6 +26,10 @@ Measured by `calibrate` from its speed reference (`calibrate.speed_variability`)
 profiles have none, and then every step takes its cost-model time. A scenario turns it off with
 `deployment.speed_variability = false`. One `SpeedProcess` per replica, from a seeded generator:
 same scenario, seed and draw => the same steps.
+
+A run of decode steps (the engine's closed-form runs) takes its factors in one go
+(`SpeedProcess.memory_run`): the same process, stepped exactly over each step's actual start, at
+a fraction of one simulated event per step.
 """
 
 from __future__ import annotations
@@ -96,6 +100,7 @@ class SpeedProcess:
         n = len(variability.fast_shape)
         self._probs = (np.arange(n) + 0.5) / n
         self._shape = np.asarray(variability.fast_shape, dtype=float)
+        self._run: tuple[float, float, list[float], list[float]] | None = None  # see memory_run
 
     def wander(self, now_s: float, is_memory_bound: bool) -> float:
         """ln of the resource's slow speed factor at now_s (times never go back)."""
@@ -118,3 +123,47 @@ class SpeedProcess:
         sd = w.fast_sd * math.sqrt(min(1.0, w.reference_step_s / step_s)) if step_s > 0 else w.fast_sd
         draw = float(np.interp(self.rng.random(), self._probs, self._shape))
         return math.exp(slow + sd * draw)
+
+    def memory_run(self, start_s: float, step_s: np.ndarray, gap_s: float) -> np.ndarray:
+        """Factors of consecutive memory-bound steps of cost-model times step_s, the first starting
+        at start_s and each followed by the engine's loop gap_s: the steps factor() would give one
+        by one (other draws). The process then stands at the last step's start; when only the
+        first k of them ran, keep_memory_run(k) puts it at the k-th's (k = 0: where it was)."""
+        w = self.variability.memory
+        n = len(step_s)
+        if w.fast_sd > 0:
+            sd = w.fast_sd * np.sqrt(np.minimum(1.0, w.reference_step_s / np.maximum(step_s, 1e-300)))
+            jitter = (sd * np.interp(self.rng.random(n), self._probs, self._shape)).tolist()
+        else:
+            jitter = [0.0] * n
+        normals = self.rng.standard_normal(n).tolist() if w.wander_sd > 0 else None
+        log, at_s = self._log[0], self._at_s[0]
+        self._run = (log, at_s, [], [])
+        logs, starts = self._run[2], self._run[3]
+        factors = []
+        t = start_s
+        tau, wander_sd = w.wander_time_s, w.wander_sd
+        for j, nominal_s in enumerate(step_s.tolist()):
+            lag = t - at_s
+            if lag > 0 and normals is not None:
+                keep = math.exp(-lag / tau)
+                log = log * keep + wander_sd * math.sqrt(1.0 - keep * keep) * normals[j]
+                at_s = t
+            f = math.exp(log + jitter[j])
+            factors.append(f)
+            logs.append(log)
+            starts.append(at_s)
+            t += nominal_s * f + gap_s
+        self._log[0], self._at_s[0] = log, at_s
+        return np.asarray(factors)
+
+    def keep_memory_run(self, num_steps: int) -> None:
+        """Only the first num_steps of the last memory_run ran: the process goes back to the last
+        of them (their draws stand; the dropped steps' draws are never seen)."""
+        if self._run is None:
+            return
+        log, at_s, logs, starts = self._run
+        if num_steps > 0:
+            log, at_s = logs[num_steps - 1], starts[num_steps - 1]
+        self._log[0], self._at_s[0] = log, at_s
+        self._run = None

@@ -62,6 +62,34 @@ def test_same_seed_same_steps():
     assert not np.array_equal(log_factors(variability(), times, seed=5), log_factors(variability(), times, seed=6))
 
 
+def test_a_run_of_steps_taken_in_one_go_scatters_and_wanders_as_steps_taken_one_by_one():
+    def run(v, n=100_000, gap_s=0.002):
+        return np.log(SpeedProcess(v, np.random.default_rng(1)).memory_run(0.0, np.full(n, 0.01), gap_s))
+
+    x = run(variability(fast_sd=0.0, wander_sd=0.3, wander_time_s=0.5))
+    seconds = 0.01 * np.exp(x) + 0.002  # each step and its loop: a slow spell holds fewer steps ...
+    assert abs(np.average(x, weights=seconds)) < 0.025  # ... so the wander is centred in time
+    assert np.mean(x) == pytest.approx(-0.3 ** 2 * 0.01 / 0.012, abs=0.025)  # and leans fast by step
+    lag_s = 40 * float(np.mean(seconds))  # 40 steps: about 0.5 s
+    assert np.corrcoef(x[:-40], x[40:])[0, 1] == pytest.approx(math.exp(-lag_s / 0.5), abs=0.06)
+    x = run(variability(fast_sd=0.1, wander_sd=0.15, wander_time_s=0.5))
+    assert np.std(x) == pytest.approx(math.hypot(0.1, 0.15), rel=0.05)
+    x = run(variability(wander_sd=0.0, shape=SKEWED_SHAPE), 50_000)
+    assert np.quantile(x, 0.99) > 3 * -np.quantile(x, 0.01)
+
+
+def test_an_interrupted_run_leaves_the_process_where_its_last_step_began():
+    v = variability(fast_sd=0.0, wander_sd=0.2, wander_time_s=1.0)
+    process = SpeedProcess(v, np.random.default_rng(3))
+    before = process.wander(0.0, True)
+    process.memory_run(0.0, np.full(50, 0.1), 0.0)
+    process.keep_memory_run(0)  # none ran: as if it never started
+    assert process.wander(0.0, True) == before
+    factors = process.memory_run(0.0, np.full(50, 0.1), 0.0)
+    process.keep_memory_run(3)  # three ran: the third began at 0.1 (f0 + f1)
+    assert process.wander(0.1 * (factors[0] + factors[1]), True) == pytest.approx(math.log(factors[2]))
+
+
 # ---- in the engine --------------------------------------------------------------------------
 
 def with_variability(profile: dict, **kw) -> dict:
@@ -108,6 +136,47 @@ def test_a_scenario_can_turn_it_off_and_a_replay_never_has_it(paths):
     prep = prepare(scenario_from_dict(chat(paths[1]), "t"))
     assert run_prepared(prep, prep.cost, speed_draw=None).summary["latency"] == plain["latency"]
     assert scenario_from_dict(off.to_dict(), "t") == off
+
+
+class StepByStep:
+    """The profile's cost model with no closed form: the engine runs every decode step alone."""
+
+    closed_form_decode = False
+
+    def __init__(self, base) -> None:
+        self.base = base
+
+    def __getattr__(self, name):
+        return getattr(self.base, name)
+
+
+def runs_both_ways(path: str, draws: int) -> dict[str, list[dict]]:
+    sc = scenario_from_dict(chat(path), "t")
+    runs: dict[str, list[dict]] = {"blocks": [], "steps": []}
+    for draw in range(draws):
+        for key, summaries in runs.items():
+            prep = prepare(sc)
+            summaries.append(run_prepared(prep, prep.cost if key == "blocks" else StepByStep(prep.cost), draw).summary)
+    return runs
+
+
+def test_decode_runs_in_blocks_predict_what_steps_one_by_one_do(paths, tmp_path, toy_profile_dict):
+    still = tmp_path / "still.json"  # a variability of nothing: exactly the closed-form runs
+    still.write_text(json.dumps(with_variability(toy_profile_dict, fast_sd=0.0, wander_sd=0.0)))
+    runs = runs_both_ways(str(still), 1)
+    plain = run_scenario(scenario_from_dict(chat(paths[0]), "t")).summary
+    for key in ("blocks", "steps"):
+        for metric, stats in plain["latency"].items():
+            assert runs[key][0]["latency"][metric] == pytest.approx(stats, rel=1e-9), (key, metric)
+
+    runs = runs_both_ways(paths[1], 15)
+    assert runs["blocks"][0] != runs["steps"][0]  # other draws ...
+    for metric, rel_p99 in (("ttft_s", 0.2), ("tpot_s", 0.1), ("e2e_s", 0.1)):  # ... the same machine
+        for stat, rel in (("mean", 0.05), ("p99", rel_p99)):
+            blocks, steps = (np.median([s["latency"][metric][stat] for s in runs[k]]) for k in ("blocks", "steps"))
+            assert blocks == pytest.approx(steps, rel=rel), (metric, stat)
+    energy = [np.median([s["energy"]["j_per_output_token"] for s in runs[k]]) for k in ("blocks", "steps")]
+    assert energy[0] == pytest.approx(energy[1], rel=0.03)
 
 
 def test_a_bad_speed_variability_names_its_field(toy_profile_dict):
