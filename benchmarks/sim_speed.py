@@ -26,16 +26,19 @@ def timed(data: dict) -> tuple[float, dict]:
     return time.perf_counter() - start, summary
 
 
+def fixed_lengths(model: str, deployment: dict, rate_per_s: float, input_tokens: int, output_tokens: int) -> dict:
+    """10,000 requests of fixed lengths, Poisson arrivals, continuous batching."""
+    return {"seed": 1, "model": model, "deployment": deployment, "scheduler": {"policy": "continuous"},
+            "workload": {"num_requests": 10_000, "arrival": {"process": "poisson", "rate_per_s": rate_per_s},
+                         "input_tokens": input_tokens, "output_tokens": output_tokens}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--chat-requests", type=int, default=1_000_000)
     args = ap.parse_args()
 
-    seventy = {"seed": 1, "model": "llama-2-70b", "deployment": {"profile": "a100-80gb-x8", "tp": 2},
-               "scheduler": {"policy": "continuous"},
-               "workload": {"num_requests": 10_000, "arrival": {"process": "poisson", "rate_per_s": 0.5},
-                            "input_tokens": 1024, "output_tokens": 256}}
-    wall, s = timed(seventy)
+    wall, s = timed(fixed_lengths("llama-2-70b", {"profile": "a100-80gb-x8", "tp": 2}, 0.5, 1024, 256))
     print(f"llama-2-70b tp2 a100-80gb, 10,000 requests: {wall:.2f} s wall "
           f"({10_000 / wall:,.0f} simulated requests/s; target <= 1.5 s); "
           f"TTFT p99 {s['latency']['ttft_s']['p99']}, preemptions {s['requests']['preempted']}")
@@ -56,12 +59,8 @@ def main() -> None:
           f"overloaded={s['overloaded']}, TTFT p50 {s['latency']['ttft_s']['p50']}")
 
     for varied in (True, False):
-        small = {"seed": 1, "model": "llama-small-150m",
-                 "deployment": {"profile": "profiles/amd-epyc-2vcpu-cpu.json", "speed_variability": varied},
-                 "scheduler": {"policy": "continuous"},
-                 "workload": {"num_requests": 10_000, "arrival": {"process": "poisson", "rate_per_s": 0.3},
-                              "input_tokens": 256, "output_tokens": 128}}
-        wall, s = timed(small)
+        cpu = {"profile": "profiles/amd-epyc-2vcpu-cpu.json", "speed_variability": varied}
+        wall, s = timed(fixed_lengths("llama-small-150m", cpu, 0.3, 256, 128))
         print(f"llama-small-150m on the measured CPU profile, speed variability {'on' if varied else 'off'}, "
               f"10,000 requests: {wall:.2f} s wall ({10_000 / wall:,.0f} simulated requests/s); "
               f"TPOT mean {s['latency']['tpot_s']['mean'] * 1e3:.2f} ms, p99 {s['latency']['tpot_s']['p99'] * 1e3:.2f} ms")

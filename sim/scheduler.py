@@ -1,7 +1,7 @@
 """The batching-policy base: waiting queue, decoding set, KV blocks, preemption, token times.
 
 Plain Python, no simpy: the simulated engine and the real PyTorch engine both drive it through
-`add_request`, `schedule(now_s) -> StepPlan | None` and `commit(plan, StepTimes) -> finished`.
+`add_request`, `schedule(now_s) -> StepPlan | None` and `commit(plan, StepTimes | StepEnds) -> finished`.
 
 Decoding requests advance together (one token per decode step), so their state is kept in closed
 form: a decode-step counter, each request's counter and token counts when it (re)joined, the sum
