@@ -123,16 +123,29 @@ def speed_wander(points: list[dict], bands=WANDER_BANDS_S) -> list[dict]:
         times, stamps = point.get("times_s") or [], point.get("stamps_s") or []
         if len(times) < 2 or len(times) != len(stamps):
             continue
-        log_t = np.log(np.asarray(times, dtype=float))
-        at = np.asarray(stamps, dtype=float)
-        for i in range(len(log_t) - 1):  # row by row: a long series' pairs need not fit in memory
-            lag = np.abs(at[i + 1:] - at[i])
-            band = np.searchsorted(edges, lag, side="right") - 1
-            keep = (band >= 0) & (band < len(bands))
-            sums += np.bincount(band[keep], weights=(log_t[i + 1:][keep] - log_t[i]) ** 2, minlength=len(bands))
-            counts += np.bincount(band[keep], minlength=len(bands))
-    return [{"lag_s": [low, high], "rms": round(math.sqrt(s / n / 2), 4) if n else None, "pairs": int(n)}
+        half_sq, _, n = lag_binned_pairs(np.asarray(stamps, dtype=float), np.log(np.asarray(times, dtype=float)), edges)
+        sums += half_sq
+        counts += n
+    return [{"lag_s": [low, high], "rms": round(math.sqrt(s / n), 4) if n else None, "pairs": int(n)}
             for (low, high), s, n in zip(bands, sums, counts)]
+
+
+def lag_binned_pairs(at_s: np.ndarray, log_t: np.ndarray, edges: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every pair of one series' values binned by the time between them (bin b: edges[b] <= lag <
+    edges[b + 1]): per bin, the sum of (x_i - x_j)^2 / 2, the sum of lags, and the count. Row by
+    row: a long series' pairs need not fit in memory."""
+    bins = len(edges) - 1
+    half_sq, lags, counts = np.zeros(bins), np.zeros(bins), np.zeros(bins, dtype=np.int64)
+    for i in range(len(log_t) - 1):
+        lag = np.abs(at_s[i + 1:] - at_s[i])
+        band = np.searchsorted(edges, lag, side="right") - 1
+        keep = (band >= 0) & (band < bins)
+        band = band[keep]
+        half_sq += np.bincount(band, weights=0.5 * (log_t[i + 1:][keep] - log_t[i]) ** 2, minlength=bins)
+        lags += np.bincount(band, weights=lag[keep], minlength=bins)
+        counts += np.bincount(band, minlength=bins)
+    return half_sq, lags, counts
 
 
 def band_label(low: float, high: float | None) -> str:

@@ -23,6 +23,7 @@ import math
 import numpy as np
 from scipy.optimize import least_squares
 
+from calibrate.speed_track import lag_binned_pairs
 from sim.speed_variability import SpeedVariability, Wander
 
 LAG_EDGES_S = (0.0, 0.9, 1.5, 2.5, 4.0, 6.0, 9.0, 13.0, 20.0, 30.0, 45.0, 70.0, 100.0, 150.0, math.inf)
@@ -39,17 +40,9 @@ METHOD = ("semivariogram of the speed reference's log timings fitted as jitter +
 def semivariogram(at_s: np.ndarray, log_t: np.ndarray, edges=LAG_EDGES_S
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per lag bin with pairs: the pairs' mean lag, mean (x_i - x_j)^2 / 2, and their count."""
-    i, j = np.triu_indices(len(at_s), 1)
-    lag = np.abs(at_s[j] - at_s[i])
-    half_sq = 0.5 * (log_t[j] - log_t[i]) ** 2
-    lags, gammas, counts = [], [], []
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        keep = (lag > lo) & (lag <= hi)
-        if keep.any():
-            lags.append(lag[keep].mean())
-            gammas.append(half_sq[keep].mean())
-            counts.append(int(keep.sum()))
-    return np.array(lags), np.array(gammas), np.array(counts)
+    half_sq, lags, counts = lag_binned_pairs(at_s, log_t, np.asarray(edges, dtype=float))
+    has = counts > 0
+    return lags[has] / counts[has], half_sq[has] / counts[has], counts[has]
 
 
 def _model(p: np.ndarray, lag: np.ndarray) -> np.ndarray:
