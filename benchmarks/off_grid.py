@@ -1,27 +1,56 @@
 """Shapes off the calibration grid: does the cost model fit the steps a server really runs?
 
-`calibrate` times a grid of powers of two (prompts of 64, 128, 256 ... tokens; 1, 2, 4, 8, 16
-decoders); served steps fall between them (a 300-token prompt, 5 decoders at 700 tokens). This
-times both kinds interleaved, in rounds, on a runner of the profile's calibration model, and prints
-each shape's measured / cost-model time (median over the rounds). The machine's present speed
-moves every shape alike, so what matters is an off-grid shape against its on-grid neighbours: a
-form that misses the shapes between its points shows as off-grid ratios above (or below) the
-grid's.
+`calibrate` times a grid of powers of two, each step of one kind and one size: one prompt of 64,
+128, 256 ... tokens; 1, 2, 4, 8, 16 decoders all at one context; a chunk of 32 or 128 tokens
+beside 1 or 4 decoders at 1024 tokens. Served steps are neither: a 300-token prompt, 5 decoders
+at 50 to 350 tokens each, two prompts in one step, a prompt beside decoders of short contexts
+(the default validation suite's synthetic workload: prompts of 32-256 tokens, outputs of 16-96).
 
-Usage: python benchmarks/off_grid.py [--profile P] [--rounds 25]   (a quiet machine: ~1 s a round)
+This times both, interleaved in shuffled rounds, on a runner of the profile's calibration model
+(each step built afresh, as `calibrate validate` rebuilds served steps: `calibrate.steps_alone`),
+and prints each shape's measured / cost-model time (median over the rounds). The machine's
+present speed moves every shape of a kind alike, so what matters is a group of shapes against the
+grid's shapes of the same kind: a form that misses the shapes between or beside its points shows
+as a ratio above (or below) the grid's. Groups:
+  * decode: the grid's; other batch sizes and contexts, each step at one context; decoders at
+    different contexts (the spread a served batch has);
+  * prefill: the grid's single prompts; other prompt lengths; several prompts in one step;
+  * mixed: the grid's; served-like prompts beside decoders of short, different contexts (compared
+    with the grid's mixed steps, not with prefills: their decoders are memory-bound, and the
+    machine's memory and compute speed move apart).
+
+Usage: python benchmarks/off_grid.py [--profile P] [--rounds 25]   (a quiet machine: ~1.5 s a round)
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import random
 import statistics
 
 PROFILE = "profiles/amd-epyc-2vcpu-cpu.json"
-DECODES = ((2, 1024, True), (2, 1500, False), (3, 512, False), (4, 512, True), (5, 512, False),
-           (6, 700, False), (8, 1024, True), (11, 900, False))  # (decoders, context, on the grid)
-PREFILLS = ((64, True), (77, False), (100, False), (128, True), (150, False), (200, False), (256, True),
-            (300, False), (420, False), (512, True))  # (prompt tokens, on the grid), one prompt
+SPREAD_6 = (50, 100, 150, 250, 300, 350)
+SPREAD_10 = tuple(50 + 33 * i for i in range(10))
+
+
+def shapes() -> list[tuple[str, str, str, tuple, tuple]]:
+    """(label, kind, group, prompts as (start, tokens), decoder contexts); group "grid" is on it."""
+    dec = [(f"decode {b} x {c}", "grid", (), (c,) * b) for b, c in ((2, 1024), (4, 128), (4, 512), (8, 128), (8, 1024))]
+    dec += [(f"decode {b} x {c}", "other size", (), (c,) * b) for b, c in ((3, 512), (5, 512), (6, 200), (11, 900))]
+    dec += [(f"decode {len(c)} at {c[0]}-{c[-1]}", "contexts apart", (), c)
+            for c in ((48, 120, 200, 352), SPREAD_6, SPREAD_10, (200, 700, 1300, 1850))]
+    pre = [(f"prefill {n}", "grid", ((0, n),), ()) for n in (64, 128, 256, 512)]
+    pre += [(f"prefill {n}", "other size", ((0, n),), ()) for n in (77, 150, 200, 300, 420)]
+    pre += [(f"prefill {' + '.join(map(str, ns))}", "several prompts", tuple((0, n) for n in ns), ())
+            for ns in ((128, 128), (90, 160), (40, 120, 200), (64, 64, 64, 64))]
+    mix = [(f"mixed {n} + {b} x 1024", "grid", ((0, n),), (1024,) * b) for n, b in ((32, 1), (32, 4), (128, 1), (128, 4))]
+    mix += [(f"mixed {'+'.join(f'{n}' + (f' after {s}' if s else '') for s, n in p)} + {len(c)} at {c[0]}-{c[-1]}",
+             "served-like", p, c)
+            for p, c in ((((0, 64),), (120, 260)), (((0, 100),), (80, 200, 330)), (((0, 150),), SPREAD_6),
+                         (((0, 200),), SPREAD_10), (((0, 120), (0, 90)), SPREAD_6), (((256, 256),), SPREAD_6))]
+    return ([(label, "decode", g, p, c) for label, g, p, c in dec] + [(label, "prefill", g, p, c) for label, g, p, c in pre]
+            + [(label, "mixed", g, p, c) for label, g, p, c in mix])
 
 
 def main() -> None:
@@ -31,7 +60,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from calibrate.runner import Runner
-    from calibrate.sweep import Point, PointRunner, plan_for
+    from calibrate.steps_alone import StepRecipe, time_alone
     from sim.cost_model import CostModel
     from sim.model_spec import resolve_model
     from sim.profile import load_profile
@@ -40,29 +69,40 @@ def main() -> None:
     spec = resolve_model(profile.provenance["calibration_model"])
     cost = CostModel(spec, profile)
     dtype = profile.provenance.get("calibration_dtype") or profile.cost.compute_dtype
-    points = [(f"decode {b} x {c}", Point("decode", b, c), grid) for b, c, grid in DECODES]
-    points += [(f"prefill {n}", Point("prefill", 1, n), grid) for n, grid in PREFILLS]
-    longest = max(p.length for _, p, _ in points) + 2
-    runner = Runner(spec, dtype=dtype, device="cpu", max_num_seqs=max(p.batch for _, p, _ in points) + 1,
+    table = shapes()
+    recipes = [StepRecipe(tuple((start, n, True) for start, n in prompts), contexts)
+               for _, _, _, prompts, contexts in table]
+    longest = max(max([s + n for s, n, _ in r.chunks] + list(r.decode_contexts)) for r in recipes) + 2
+    runner = Runner(spec, dtype=dtype, device="cpu",
+                    max_num_seqs=max(len(r.chunks) + len(r.decode_contexts) for r in recipes) + 1,
                     max_seq_len=min(longest, spec.max_position_embeddings), seed=0)
-    timer = PointRunner(runner, spec.name, 0)
-    model_s = [cost.step_time(plan_for(p).shape()) for _, p, _ in points]
-    for _, p, _ in points:
-        timer.time_once(p)  # warm-up
-    ratios: list[list[float]] = [[] for _ in points]
+    model_s = []
+    for recipe in recipes:  # also the warm-up: every GEMM size built once
+        _, shape = time_alone(recipe, runner)
+        model_s.append(cost.step_time(shape))
+    ratios: list[list[float]] = [[] for _ in recipes]
+    order = list(range(len(recipes)))
+    rng = random.Random(0)
     for _ in range(args.rounds):
-        for i, (_, p, _) in enumerate(points):
-            ratios[i].append(timer.time_once(p)[0] / model_s[i])
+        rng.shuffle(order)
+        for i in order:
+            ratios[i].append(time_alone(recipes[i], runner)[0] / model_s[i])
 
     print(f"{spec.name} on {args.profile}, {args.rounds} rounds: measured / cost-model time (median)")
-    by_kind: dict[tuple[str, bool], list[float]] = {}
-    for (label, p, grid), t, r in zip(points, model_s, ratios):
+    groups: dict[tuple[str, str], list[float]] = {}
+    for (label, kind, group, _, _), t, r in zip(table, model_s, ratios):
         ratio = statistics.median(r)
-        by_kind.setdefault((p.kind, grid), []).append(ratio)
-        print(f"  {label:<20}{'grid' if grid else '':<6}{1e3 * t:8.2f} ms  {ratio:.3f}")
-    for kind in ("decode", "prefill"):
-        on, off = (math.exp(statistics.fmean(math.log(x) for x in by_kind[(kind, g)])) for g in (True, False))
-        print(f"{kind}: off the grid {off:.3f}, on it {on:.3f} (geometric means): off / on {off / on:.3f}")
+        groups.setdefault((kind, group), []).append(ratio)
+        print(f"  {label:<36}{group:<17}{1e3 * t:8.2f} ms  {ratio:.3f}")
+    print("geometric means, and each group over its kind's grid shapes:")
+    for (kind, group), values in groups.items():
+        mean = geomean(values)
+        relative = "" if group == "grid" else f"   / grid {mean / geomean(groups[(kind, 'grid')]):.3f}"
+        print(f"  {kind:<8}{group:<17}{mean:.3f}{relative}")
+
+
+def geomean(values: list[float]) -> float:
+    return math.exp(statistics.fmean(math.log(v) for v in values))
 
 
 if __name__ == "__main__":
