@@ -36,7 +36,8 @@ SPREAD_10 = tuple(50 + 33 * i for i in range(10))
 
 def shapes() -> list[tuple[str, str, str, tuple, tuple]]:
     """(label, kind, group, prompts as (start, tokens), decoder contexts); group "grid" is on it."""
-    dec = [(f"decode {b} x {c}", "grid", (), (c,) * b) for b, c in ((2, 1024), (4, 128), (4, 512), (8, 128), (8, 1024))]
+    dec = [(f"decode {b} x {c}", "grid", (), (c,) * b)
+           for b, c in ((2, 1024), (4, 128), (4, 512), (8, 128), (8, 1024))]
     dec += [(f"decode {b} x {c}", "other size", (), (c,) * b) for b, c in ((3, 512), (5, 512), (6, 200), (11, 900))]
     dec += [(f"decode {len(c)} at {c[0]}-{c[-1]}", "contexts apart", (), c)
             for c in ((48, 120, 200, 352), SPREAD_6, SPREAD_10, (200, 700, 1300, 1850))]
@@ -44,13 +45,14 @@ def shapes() -> list[tuple[str, str, str, tuple, tuple]]:
     pre += [(f"prefill {n}", "other size", ((0, n),), ()) for n in (77, 150, 200, 300, 420)]
     pre += [(f"prefill {' + '.join(map(str, ns))}", "several prompts", tuple((0, n) for n in ns), ())
             for ns in ((128, 128), (90, 160), (40, 120, 200), (64, 64, 64, 64))]
-    mix = [(f"mixed {n} + {b} x 1024", "grid", ((0, n),), (1024,) * b) for n, b in ((32, 1), (32, 4), (128, 1), (128, 4))]
+    mix = [(f"mixed {n} + {b} x 1024", "grid", ((0, n),), (1024,) * b)
+           for n, b in ((32, 1), (32, 4), (128, 1), (128, 4))]
     mix += [(f"mixed {'+'.join(f'{n}' + (f' after {s}' if s else '') for s, n in p)} + {len(c)} at {c[0]}-{c[-1]}",
              "served-like", p, c)
             for p, c in ((((0, 64),), (120, 260)), (((0, 100),), (80, 200, 330)), (((0, 150),), SPREAD_6),
                          (((0, 200),), SPREAD_10), (((0, 120), (0, 90)), SPREAD_6), (((256, 256),), SPREAD_6))]
-    return ([(label, "decode", g, p, c) for label, g, p, c in dec] + [(label, "prefill", g, p, c) for label, g, p, c in pre]
-            + [(label, "mixed", g, p, c) for label, g, p, c in mix])
+    return [(label, kind, g, p, c) for kind, rows in (("decode", dec), ("prefill", pre), ("mixed", mix))
+            for label, g, p, c in rows]
 
 
 def main() -> None:
