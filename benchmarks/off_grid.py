@@ -2,9 +2,10 @@
 
 `calibrate` times a grid of powers of two, each step of one kind and one size: one prompt of 64,
 128, 256 ... tokens; 1, 2, 4, 8, 16 decoders all at one context; a chunk of 32 or 128 tokens
-beside 1 or 4 decoders at 1024 tokens. Served steps are neither: a 300-token prompt, 5 decoders
-at 50 to 350 tokens each, two prompts in one step, a prompt beside decoders of short contexts
-(the default validation suite's synthetic workload: prompts of 32-256 tokens, outputs of 16-96).
+beside 1 or 4 decoders at 1024 tokens. Served steps are neither: a
+300-token prompt, 5 decoders at 50 to 350 tokens each, two prompts in one step, a prompt beside
+decoders of short contexts (the default validation suite's synthetic workload: prompts of 32-256
+tokens, outputs of 16-96).
 
 This times both, interleaved in shuffled rounds, on a runner of the profile's calibration model
 (each step built afresh, as `calibrate validate` rebuilds served steps: `calibrate.steps_alone`),
@@ -14,7 +15,8 @@ grid's shapes of the same kind: a form that misses the shapes between or beside 
 as a ratio above (or below) the grid's. Groups:
   * decode: the grid's; other batch sizes and contexts, each step at one context; decoders at
     different contexts (the spread a served batch has);
-  * prefill: the grid's single prompts; other prompt lengths; several prompts in one step;
+  * prefill: single prompts on the profile's grid; the powers of two and the lengths one short of
+    them (2^k - 1) when they are not on it; other lengths; several prompts in one step;
   * mixed: the grid's; served-like prompts beside decoders of short, different contexts (compared
     with the grid's mixed steps, not with prefills: their decoders are memory-bound, and the
     machine's memory and compute speed move apart).
@@ -34,15 +36,18 @@ SPREAD_6 = (50, 100, 150, 250, 300, 350)
 SPREAD_10 = tuple(50 + 33 * i for i in range(10))
 
 
-def shapes() -> list[tuple[str, str, str, tuple, tuple]]:
-    """(label, kind, group, prompts as (start, tokens), decoder contexts); group "grid" is on it."""
+PROMPTS = (63, 64, 77, 127, 128, 150, 200, 255, 256, 300, 420, 511, 512)  # one prompt a step
+
+
+def shapes(prompt_lens: tuple[int, ...]) -> list[tuple[str, str, str, tuple, tuple]]:
+    """(label, kind, group, prompts as (start, tokens), decoder contexts); group "grid" is on the
+    default grid (one prompt: on the profile's grid, prompt_lens)."""
     dec = [(f"decode {b} x {c}", "grid", (), (c,) * b)
            for b, c in ((2, 1024), (4, 128), (4, 512), (8, 128), (8, 1024))]
     dec += [(f"decode {b} x {c}", "other size", (), (c,) * b) for b, c in ((3, 512), (5, 512), (6, 200), (11, 900))]
     dec += [(f"decode {len(c)} at {c[0]}-{c[-1]}", "contexts apart", (), c)
             for c in ((48, 120, 200, 352), SPREAD_6, SPREAD_10, (200, 700, 1300, 1850))]
-    pre = [(f"prefill {n}", "grid", ((0, n),), ()) for n in (64, 128, 256, 512)]
-    pre += [(f"prefill {n}", "other size", ((0, n),), ()) for n in (77, 150, 200, 300, 420)]
+    pre = [(f"prefill {n}", prompt_group(n, prompt_lens), ((0, n),), ()) for n in PROMPTS]
     pre += [(f"prefill {' + '.join(map(str, ns))}", "several prompts", tuple((0, n) for n in ns), ())
             for ns in ((128, 128), (90, 160), (40, 120, 200), (64, 64, 64, 64))]
     mix = [(f"mixed {n} + {b} x 1024", "grid", ((0, n),), (1024,) * b)
@@ -53,6 +58,14 @@ def shapes() -> list[tuple[str, str, str, tuple, tuple]]:
                          (((0, 200),), SPREAD_10), (((0, 120), (0, 90)), SPREAD_6), (((256, 256),), SPREAD_6))]
     return [(label, kind, g, p, c) for kind, rows in (("decode", dec), ("prefill", pre), ("mixed", mix))
             for label, g, p, c in rows]
+
+
+def prompt_group(n: int, prompt_lens: tuple[int, ...]) -> str:
+    if n in prompt_lens:
+        return "grid"
+    if n & (n - 1) == 0:
+        return "power of two"
+    return "2^k - 1" if (n + 1) & n == 0 else "other size"
 
 
 def main() -> None:
@@ -71,7 +84,7 @@ def main() -> None:
     spec = resolve_model(profile.provenance["calibration_model"])
     cost = CostModel(spec, profile)
     dtype = profile.provenance.get("calibration_dtype") or profile.cost.compute_dtype
-    table = shapes()
+    table = shapes(tuple(profile.provenance.get("grid", {}).get("prompt_lens") or ()))
     recipes = [StepRecipe(tuple((start, n, True) for start, n in prompts), contexts)
                for _, _, _, prompts, contexts in table]
     longest = max(max([s + n for s, n, _ in r.chunks] + list(r.decode_contexts)) for r in recipes) + 2
@@ -99,7 +112,8 @@ def main() -> None:
     print("geometric means, and each group over its kind's grid shapes:")
     for (kind, group), values in groups.items():
         mean = geomean(values)
-        relative = "" if group == "grid" else f"   / grid {mean / geomean(groups[(kind, 'grid')]):.3f}"
+        on_grid = groups.get((kind, "grid"))
+        relative = "" if group == "grid" or not on_grid else f"   / grid {mean / geomean(on_grid):.3f}"
         print(f"  {kind:<8}{group:<17}{mean:.3f}{relative}")
 
 
