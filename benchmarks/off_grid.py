@@ -27,9 +27,9 @@ Usage: python benchmarks/off_grid.py [--profile P] [--rounds 25]   (a quiet mach
 from __future__ import annotations
 
 import argparse
-import math
 import random
 import statistics
+from statistics import geometric_mean
 
 PROFILE = "profiles/amd-epyc-2vcpu-cpu.json"
 SPREAD_6 = (50, 100, 150, 250, 300, 350)
@@ -111,14 +111,11 @@ def main() -> None:
         print(f"  {label:<36}{group:<17}{1e3 * t:8.2f} ms  {ratio:.3f}")
     print("geometric means, and each group over its kind's grid shapes:")
     for (kind, group), values in groups.items():
-        mean = geomean(values)
+        mean = geometric_mean(values)
         on_grid = groups.get((kind, "grid"))
-        relative = "" if group == "grid" or not on_grid else f"   / grid {mean / geomean(on_grid):.3f}"
+        relative = "" if group == "grid" or not on_grid else f"   / grid {mean / geometric_mean(on_grid):.3f}"
         print(f"  {kind:<8}{group:<17}{mean:.3f}{relative}")
 
-
-def geomean(values: list[float]) -> float:
-    return math.exp(statistics.fmean(math.log(v) for v in values))
 
 
 if __name__ == "__main__":

@@ -24,8 +24,8 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import statistics
+from statistics import geometric_mean
 
 METRICS = ("ttft_s.mean", "tpot_s.mean", "e2e_s.mean", "throughput.output_tokens_per_s",
            "ttft_s.p99", "tpot_s.p99", "e2e_s.p99")
@@ -79,7 +79,8 @@ def main() -> None:
                    r["run_speed"]["prefill_factor"] / r["machine_speed"]["compute_factor"])
                   for r in recorded if r.get("run_speed") and r.get("machine_speed")]
         if ratios:
-            served_over_probe.append((path, geomean([d for d, _ in ratios]), geomean([c for _, c in ratios])))
+            served_over_probe.append((path, geometric_mean([d for d, _ in ratios]),
+                                      geometric_mean([c for _, c in ratios])))
         print(f"\n{path} (recorded {recorded[0].get('date')}; variability: {fitted})")
         print(f"{'case':<52}" + "".join(f"{m.replace('_s', '').replace('throughput.output_tokens_per', 'tokens/s'):>22}"
                                         for m in METRICS))
@@ -113,9 +114,6 @@ def main() -> None:
         print_across(across, served_over_probe)
 
 
-def geomean(values: list[float]) -> float:
-    return math.exp(sum(math.log(v) for v in values) / len(values))
-
 
 def print_across(across: dict, served_over_probe: list[tuple[str, float, float]]) -> None:
     print("\nacross the suites, with the speed variability: each case's error, mean ± standard deviation, %")
@@ -127,8 +125,8 @@ def print_across(across: dict, served_over_probe: list[tuple[str, float, float]]
     print("\nserved steps' speed over the probe's around them (geometric mean of the cases; > 1: served slower)")
     for path, decode, compute in served_over_probe:
         print(f"  {path}: decode {decode:.3f}x, prefill and mixed {compute:.3f}x")
-    print(f"  all suites: decode {geomean([d for _, d, _ in served_over_probe]):.3f}x, "
-          f"prefill and mixed {geomean([c for _, _, c in served_over_probe]):.3f}x")
+    print(f"  all suites: decode {geometric_mean([d for _, d, _ in served_over_probe]):.3f}x, "
+          f"prefill and mixed {geometric_mean([c for _, _, c in served_over_probe]):.3f}x")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,14 @@ ROUTERS = ("round_robin", "random", "least_outstanding", "least_kv")
 FIRST_BLOCK = 16  # a varied decode run's first block of steps (see Replica._varied_decode_run)
 
 
+def decode_line(cost: CostModel, plan) -> tuple[float, float, float, float]:
+    """The cost model's line for a decode-only plan's run of steps (its padding rows included):
+    step j takes alpha + beta j seconds and e_alpha + e_beta j joules."""
+    n_dec = len(plan.decode_ids)
+    return cost.decode_line(n_dec + plan.num_padding_seqs, n_dec,
+                            plan.decode_context_tokens + plan.padding_context_tokens)
+
+
 class Replica:
     """One TP group serving requests with one scheduler and one cost model."""
 
@@ -93,9 +101,7 @@ class Replica:
             elif speed is not None:
                 yield from self._varied_decode_run(plan, start, speed)
             else:  # a run of decode steps, each followed by the engine's loop (gap)
-                n_dec = len(plan.decode_ids)
-                a, b, ea, eb = cost.decode_line(n_dec + plan.num_padding_seqs, n_dec,
-                                                plan.decode_context_tokens + plan.padding_context_tokens)
+                a, b, ea, eb = decode_line(cost, plan)
                 gap = cost.engine_overhead_s
                 a_loop = a + gap  # a step and the loop after it
                 steps = plan.max_repeats
@@ -119,9 +125,7 @@ class Replica:
         so that an interruption wastes few draws; as the closed-form run, an arrival the policy
         could act on ends it after the step in progress."""
         env, cost = self.env, self.cost
-        n_dec = len(plan.decode_ids)
-        a, b, ea, eb = cost.decode_line(n_dec + plan.num_padding_seqs, n_dec,
-                                        plan.decode_context_tokens + plan.padding_context_tokens)
+        a, b, ea, eb = decode_line(cost, plan)
         gap = cost.engine_overhead_s
         ends: list[np.ndarray] = []
         busy_s = energy_j = 0.0

@@ -86,6 +86,13 @@ class SpeedVariability:
                 "fast_shape": list(self.fast_shape)}
 
 
+def ou_step(log: float, lag_s: float, w: Wander, normal: float) -> float:
+    """The wander's ln factor lag_s later, from log, given one standard normal draw: an
+    Ornstein-Uhlenbeck step over any lag is exact in one Gaussian draw."""
+    keep = math.exp(-lag_s / w.wander_time_s)
+    return log * keep + w.wander_sd * math.sqrt(1.0 - keep * keep) * normal
+
+
 class SpeedProcess:
     """One replica's machine speed: factor() is the multiplier of a step's cost-model time.
     The two wanders advance lazily (exactly: an Ornstein-Uhlenbeck step over any lag is one
@@ -108,9 +115,7 @@ class SpeedProcess:
         w = self._wanders[k]
         lag = now_s - self._at_s[k]
         if lag > 0 and w.wander_sd > 0:
-            keep = math.exp(-lag / w.wander_time_s)
-            self._log[k] = (self._log[k] * keep
-                            + w.wander_sd * math.sqrt(1.0 - keep * keep) * float(self.rng.standard_normal()))
+            self._log[k] = ou_step(self._log[k], lag, w, float(self.rng.standard_normal()))
             self._at_s[k] = now_s
         return self._log[k]
 
@@ -142,12 +147,10 @@ class SpeedProcess:
         logs, starts = self._run[2], self._run[3]
         factors = []
         t = start_s
-        tau, wander_sd = w.wander_time_s, w.wander_sd
         for j, nominal_s in enumerate(step_s.tolist()):
             lag = t - at_s
             if lag > 0 and normals is not None:
-                keep = math.exp(-lag / tau)
-                log = log * keep + wander_sd * math.sqrt(1.0 - keep * keep) * normals[j]
+                log = ou_step(log, lag, w, normals[j])
                 at_s = t
             f = math.exp(log + jitter[j])
             factors.append(f)
