@@ -185,23 +185,33 @@ def output_path(text: str | None, default_name: str) -> Path:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        if argv[:1] == ["fit"]:
-            return fit_command(build_fit_parser().parse_args(argv[1:]))
-        if argv[:1] == ["validate"]:
-            from calibrate.validate_cli import main as validate_main
-
-            return validate_main(argv[1:])
-        args = build_parser().parse_args(argv)
-        from calibrate.calibration import run_calibration  # torch is imported from here on
-
-        command = "calibrate " + " ".join(shlex.quote(a) for a in argv)
-        return run_calibration(args, command.strip())
+        status = _command(argv)
+        sys.stdout.flush()  # a closed pipe (`calibrate ... | head`) shows here, not at exit
+        return status
     except InputError as exc:
         print(f"calibrate: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("calibrate: interrupted; no profile written", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        from sim.files import stdout_gone
+
+        return stdout_gone()
+
+
+def _command(argv: list[str]) -> int:
+    if argv[:1] == ["fit"]:
+        return fit_command(build_fit_parser().parse_args(argv[1:]))
+    if argv[:1] == ["validate"]:
+        from calibrate.validate_cli import main as validate_main
+
+        return validate_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    from calibrate.calibration import run_calibration  # torch is imported from here on
+
+    command = "calibrate " + " ".join(shlex.quote(a) for a in argv)
+    return run_calibration(args, command.strip())
 
 
 def fit_command(args: argparse.Namespace) -> int:

@@ -230,6 +230,10 @@ PLAN_STATS = ("p50", "p90", "p95", "p99", "mean")
 # seconds; more seeds give the confidence intervals
 PLAN_SEEDS = 1
 PLAN_REQUESTS_PER_RUN = 500
+# a quicker plan than the CLI's (search runs of 300 simulated seconds, verification runs of 10,000
+# requests), still long enough for a backlog to show (sim.overload)
+PLAN_RUN_DURATION_S = 300.0
+PLAN_VERIFY_REQUESTS = 10000
 
 
 def candidate_options(device_counts: Mapping[str, int]) -> list[str]:
@@ -244,7 +248,8 @@ def plan_settings(target_rate_per_s: float, seeds: int, stat: str, requests_per_
     `sensitivity` the plan skips re-sizing at the planner's load factors (about twice as fast;
     the load slider answers the same question)."""
     return {"target_rate_per_s": float(target_rate_per_s), "seeds": int(seeds), "stat": stat,
-            "requests_per_run": int(requests_per_run),
+            "requests_per_run": int(requests_per_run), "run_duration_s": PLAN_RUN_DURATION_S,
+            "verify_requests": PLAN_VERIFY_REQUESTS,
             "load_factors": list(PlanSettings().load_factors) if sensitivity else []}
 
 

@@ -300,7 +300,8 @@ class Cluster:
             self.env.process(self._open_loop(load))
         else:
             counter = [0]
-            for _ in range(load.concurrency):
+            # users beyond the number of requests would never send one
+            for _ in range(min(load.concurrency, len(load.prompt_tokens))):
                 self.env.process(self._user(load, counter))
         self.env.run()
         return self.recorder

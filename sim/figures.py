@@ -170,7 +170,7 @@ def latency_vs_load(curves: Sequence[Mapping], slo: Mapping[str, float | None] |
                     row=row, col=1)
         for key, dash, text in (("saturation_rate_per_s", "dot", "sat."), ("max_rate_per_s", "dash", "")):
             rate = curve.get(key)
-            if not _finite(rate):
+            if not _finite(rate) or (log_axes and rate <= 0):  # a log axis has no place for 0
                 continue
             for row in range(1, len(metrics) + 1):
                 fig.add_vline(x=rate, line={"color": color, "dash": dash, "width": 1.5}, row=row, col=1)

@@ -9,10 +9,12 @@ Definitions (DESIGN.md, aligned with vLLM `bench serve` and AIPerf):
   first measured arrival to the last measured arrival (the steady state), or, when they all
   arrive at once (offline), to the last measured completion. Tokens and joules of steps that
   straddle the window edges are prorated by time.
-Overload: a run is overloaded when the waiting queue grows through the window by more than 5% of
-the measured requests (and by at least 10): the arrival rate exceeds what the replicas sustain.
-Its latency figures are then reported as null (they would only measure how long we simulated),
-with the arrival rate and the sustainable (completion) rate instead.
+Overload and the window's length are judged in `sim.overload`: a run is overloaded when the work
+in the system (requests, and tokens still to compute) or its waiting queue grows through the
+window. Its latency figures are then reported as null (they would only measure how long we
+simulated), with the arrival rate and the sustainable (completion) rate instead. A window too
+short for the latencies it measures is flagged (`window.is_too_short`) with its reasons.
+SLO attainment is null when no SLO is set.
 """
 
 from __future__ import annotations
@@ -23,12 +25,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sim.overload import RequestTimes, overload_verdict, sustainable_rate, window_warnings
 from sim.request import Request
 from sim.scheduler import TokenSink
 
 PERCENTILES = (50, 90, 95, 99)
-OVERLOAD_GROWTH_FRACTION = 0.05
-OVERLOAD_MIN_GROWTH = 10
 
 
 @dataclass(frozen=True)
@@ -238,16 +239,14 @@ def summarize(rec: RunRecorder, ctx: RunContext, slo: SLO, econ: Economics,
         t0 = t1 = 0.0
     window_s = max(t1 - t0, 0.0)
 
-    # overload: does the waiting queue grow through the window?
+    # overload: does the work in the system grow through the window?
     q_t = np.frombuffer(rec.queue_t_s, dtype=np.float64)
     q_n = np.frombuffer(rec.queue_len, dtype=np.float64)
-    inside = (q_t >= t0) & (q_t <= t1)
-    growth = 0.0
-    if not ctx.is_offline and not ctx.is_closed_loop and inside.sum() >= 4 and window_s > 0:
-        slope = np.polyfit(q_t[inside], q_n[inside], 1)[0]
-        growth = float(slope * window_s)
-    overloaded = bool(growth > max(OVERLOAD_MIN_GROWTH, OVERLOAD_GROWTH_FRACTION * m_idx.size))
-
+    served = ~rejected
+    n_in = np.fromiter((r.prompt_tokens for r in reqs), np.float64, n)
+    times = RequestTimes(arrival[served], first[served], finish[served], n_in[served], n_out[served])
+    verdict = overload_verdict(times, t0, t1, q_t, q_n, not ctx.is_offline and not ctx.is_closed_loop)
+    overloaded = verdict.is_overloaded
     # latency over measured, completed requests
     ok = measured & done
     ttft = first[ok] - arrival[ok]
@@ -269,7 +268,8 @@ def summarize(rec: RunRecorder, ctx: RunContext, slo: SLO, econ: Economics,
     if slo.tpot_s is not None:
         tpot_all = np.where(n_out[ok] > 1, (e2e - ttft) / np.maximum(n_out[ok] - 1, 1), 0.0)
         meets &= tpot_all <= slo.tpot_s
-    attainment = float(meets.mean()) if meets.size else None
+    has_slo = any(v is not None for v in (slo.ttft_s, slo.tpot_s, slo.e2e_s))
+    attainment = float(meets.mean()) if meets.size and has_slo else None
 
     # window rates
     s_start = np.frombuffer(rec.seg_start_s, dtype=np.float64)
@@ -307,12 +307,21 @@ def summarize(rec: RunRecorder, ctx: RunContext, slo: SLO, econ: Economics,
     arrival_rate = (m_idx.size - 1) / (float(arrival[m_idx].max()) - t0) if (
         m_idx.size > 1 and float(arrival[m_idx].max()) > t0) else None
     completions_rate = rate(float(completed_in_window.sum()))
+    warnings = [] if overloaded or ctx.is_offline or not m_idx.size else window_warnings(
+        float(arrival.min()), t0, t1, float(arrival.max()), latency["e2e_s"]["mean"],
+        has_warmup=n_warm > 0, has_drain=n_drain > 0 and not ctx.is_closed_loop)
     return {
         "overloaded": overloaded,
-        "overload": {"arrival_rate_per_s": arrival_rate, "sustainable_rate_per_s": completions_rate,
-                     "queue_growth_requests": growth},
+        "overload": {"arrival_rate_per_s": arrival_rate,
+                     "sustainable_rate_per_s": sustainable_rate(times, t0, t1),
+                     "reasons": list(verdict.reasons),
+                     "queue_growth_requests": verdict.queue_growth_requests,
+                     "in_system_growth_requests": verdict.in_system_growth_requests,
+                     "work_growth_tokens": verdict.work_growth_tokens,
+                     "completion_shortfall_requests": verdict.completion_shortfall_requests},
         "window_s": window_s,
         "window": {"start_s": t0, "end_s": t1, "warmup_requests": n_warm, "drain_requests": n_drain,
+                   "is_too_short": bool(warnings), "warnings": warnings,
                    "definition": "first to last measured arrival (offline: to last measured completion); "
                                  "warm-up and drain requests excluded from latency statistics"},
         "requests": {"arrived": arrived, "completed": completed,

@@ -7,12 +7,22 @@ are exact counts for that architecture; norms and the router are counted, biases
 
 Assumed: logits are computed only for positions that sample a token (as real engines do), so the
 LM head's FLOPs count per sampled token, not per prompt token.
+
+Bring-your-own models (load_hf_config): a Hugging Face config.json is read only where the spec
+above describes it exactly: model_type llama, mistral and qwen2 with full attention, and mixtral
+(experts as wide as `intermediate_size`, top-k routed). Anything else is refused with one line
+naming the file and the key, never approximated: multi-head latent attention (DeepSeek-V2/V3),
+shared or narrower experts (DeepSeek, Qwen-MoE), sliding windows shorter than the context
+(Mistral-7B-v0.1, Gemma-2/3), softcapping, multimodal and quantized configs (REFUSED_KEYS), and
+other model types (Gemma, Phi-3, Falcon, GPT-2, Mamba, Jamba, ...: REFUSED_MODEL_TYPES). The
+activation function is not read: it does not change the counts.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -225,55 +235,270 @@ def get_preset(name: str) -> ModelSpec:
     return PRESETS[key]
 
 
-_HF_DTYPES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+# ---- Hugging Face config.json ----------------------------------------------------------------
+# What a config.json may describe: model_type -> the architectures entry it is saved with.
+# These are Llama-family decoders the ModelSpec above describes exactly (Qwen2's q/k/v biases
+# are not counted, as no bias is); mixtral is the one mixture of experts read.
+SUPPORTED_ARCHITECTURES: dict[str, str] = {
+    "llama": "LlamaForCausalLM",
+    "mistral": "MistralForCausalLM",
+    "qwen2": "Qwen2ForCausalLM",
+    "mixtral": "MixtralForCausalLM",
+}
+MOE_MODEL_TYPES = frozenset({"mixtral"})
+
+# A key here, set to anything but null, false, 0 or empty, describes layers ModelSpec lacks.
+# Checked in this order, so a config is refused for its most telling key.
+REFUSED_KEYS: dict[str, str] = {
+    "kv_lora_rank": "multi-head latent attention (MLA, DeepSeek-V2/V3): a compressed KV cache "
+                    "and low-rank projections, not grouped-query attention",
+    "q_lora_rank": "multi-head latent attention (MLA): low-rank query projections",
+    "n_routed_experts": "routed plus shared experts (DeepSeek MoE)",
+    "n_shared_experts": "shared experts beside the routed ones (DeepSeek MoE)",
+    "moe_intermediate_size": "experts narrower than the dense MLP (DeepSeek, Qwen-MoE)",
+    "shared_expert_intermediate_size": "a shared expert beside the routed ones (Qwen-MoE)",
+    "first_k_dense_replace": "dense layers before the MoE layers (DeepSeek)",
+    "moe_layer_freq": "MoE in every n-th layer only",
+    "decoder_sparse_step": "MoE in every n-th layer only (Qwen-MoE)",
+    "mlp_only_layers": "dense layers among the MoE layers (Qwen-MoE)",
+    "num_experts": "experts under num_experts (Qwen-MoE, OLMoE) have another layout; "
+                   "Mixtral-style experts are read from num_local_experts",
+    "num_nextn_predict_layers": "extra multi-token-prediction layers",
+    "attn_logit_softcapping": "attention-logit softcapping with alternating sliding-window "
+                              "layers (Gemma-2)",
+    "final_logit_softcapping": "final-logit softcapping (Gemma-2/3)",
+    "query_pre_attn_scalar": "Gemma-2/3 attention with alternating sliding-window layers",
+    "sliding_window_pattern": "alternating sliding-window and global layers (Gemma-3)",
+    "attention_chunk_size": "chunked local attention (Llama 4)",
+    "text_config": "a multimodal or wrapper config (the text model is nested under text_config)",
+    "vision_config": "a vision encoder and image tokens",
+    "quantization_config": "a quantized checkpoint; give the unquantized config and set "
+                           "weight_dtype (fp8, int8, int4) instead",
+}
+
+# Why some well-known model types are refused (any other unknown type gets the general line).
+REFUSED_MODEL_TYPES: dict[str, str] = {
+    "gemma": "Gemma layers (scaled embeddings, GeGLU, head_dim 256) are not checked against this cost model",
+    "gemma2": "alternating sliding-window and global layers, logit softcapping",
+    "gemma3": "alternating sliding-window and global layers, a vision encoder",
+    "gemma3_text": "alternating sliding-window and global layers",
+    "phi3": "sliding windows in some sizes and partial rotary embeddings (Phi-4-mini)",
+    "deepseek_v2": "multi-head latent attention and shared-plus-routed experts",
+    "deepseek_v3": "multi-head latent attention and shared-plus-routed experts",
+    "qwen2_moe": "shared-plus-routed experts of their own width",
+    "qwen3_moe": "routed experts of their own width",
+    "falcon": "parallel attention and MLP blocks and a two-matrix GELU MLP",
+    "gpt2": "learned positions, LayerNorm and a two-matrix GELU MLP",
+    "mamba": "state-space layers: no attention and no KV cache",
+    "mamba2": "state-space layers: no attention and no KV cache",
+    "jamba": "Mamba layers mixed with attention and MoE layers",
+}
+
+# Integer keys read from every config, in the order a missing one is reported.
+REQUIRED_INT_KEYS = ("hidden_size", "num_attention_heads", "num_hidden_layers",
+                     "intermediate_size", "vocab_size", "max_position_embeddings")
+HF_DTYPES: dict[str, str] = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
+DEFAULT_HF_DTYPE = "bfloat16"  # when a config names no dtype (neither dtype nor torch_dtype)
+CONVENTIONAL_FILE_STEM = "config"  # config.json: the file name says nothing about the model
 
 
 def load_hf_config(path: str | Path) -> ModelSpec:
-    """Read a local Hugging Face config.json of a Llama-family model (Llama, Mistral, Qwen2, Mixtral)."""
+    """Read a local Hugging Face config.json, or refuse it with an InputError naming the key.
+
+    Read faithfully: llama, mistral and qwen2 dense decoders with full attention, and mixtral
+    (Mixtral-style MoE: `num_local_experts`, `num_experts_per_tok`, `intermediate_size` per
+    expert). A config with neither `model_type` nor `architectures` (written by hand) is read
+    as llama, or as mixtral when it sets `num_local_experts`. Refused: any key of REFUSED_KEYS
+    in use, another model type, a sliding window shorter than the context, missing or
+    non-positive sizes, a `head_dim` that is not given and does not follow from the heads.
+    The weights' dtype comes from `dtype` (or the older `torch_dtype`); bf16 when neither is set.
+    The name: see config_model_name.
+    """
     where = str(path)
+    data = _read_json_object(Path(path))
+    _refuse_unmodelled_keys(where, data)
+    model_type = _model_type(where, data)
+    ints = {key: _positive_int(where, data, key) for key in REQUIRED_INT_KEYS}
+    heads = ints["num_attention_heads"]
+    experts, top_k = _experts(where, data, model_type)
+    _refuse_sliding_window(where, data, ints["max_position_embeddings"])
+    spec = ModelSpec(
+        name=where, num_layers=ints["num_hidden_layers"], hidden_size=ints["hidden_size"],
+        num_attention_heads=heads, num_kv_heads=_kv_heads(where, data, heads),
+        head_dim=_head_dim(where, data, ints["hidden_size"], heads),
+        intermediate_size=ints["intermediate_size"], vocab_size=ints["vocab_size"],
+        tie_word_embeddings=_flag(where, data, "tie_word_embeddings"),
+        num_experts=experts, num_experts_per_token=top_k,
+        rope_theta=_positive_float(where, data, "rope_theta", 10000.0),
+        rms_norm_eps=_positive_float(where, data, "rms_norm_eps", 1e-5),
+        max_position_embeddings=ints["max_position_embeddings"],
+        weight_dtype=_weight_dtype(where, data))
+    name = config_model_name(Path(path), data, model_type, spec.num_params)
+    return dataclasses.replace(spec, name=name)
+
+
+def config_model_name(path: Path, data: dict, model_type: str, num_params: int) -> str:
+    """A file with a name of its own (not config.json) is named by its stem, so configs in one
+    folder get different names; config.json by the last part of its `_name_or_path`, else by
+    model type and size ("llama-8.03b"). Never by the folder, which configs in it share."""
+    if path.stem and path.stem != CONVENTIONAL_FILE_STEM:
+        return path.stem
+    given = data.get("_name_or_path")
+    if given is not None and not isinstance(given, str):
+        raise InputError(str(path), "_name_or_path", f"expected a string, got {given!r}")
+    last = (given or "").replace("\\", "/").rstrip("/").rpartition("/")[2]
+    if last not in ("", ".", ".."):
+        return last
+    billions = num_params / 1e9
+    size = f"{billions:.3g}b" if billions >= 1 else f"{billions * 1e3:.3g}m"
+    return f"{model_type}-{size}"
+
+
+def _read_json_object(path: Path) -> dict:
+    where = str(path)
+    if path.is_dir():
+        raise InputError(where, "", "is a folder; expected a config.json file")
     try:
-        data = json.loads(Path(path).read_text())
+        text = path.read_bytes().decode("utf-8-sig")
     except OSError as exc:
         raise InputError(where, "", f"cannot read config: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(where, "", f"not UTF-8 text (byte {exc.object[exc.start]:#04x} "
+                                    f"at offset {exc.start})") from None
+    try:
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(where, "", f"not valid JSON (line {exc.lineno}): {exc.msg}") from None
+    except RecursionError:
+        raise InputError(where, "", "not valid JSON: nested too deeply") from None
     if not isinstance(data, dict):
-        raise InputError(where, "", "expected a JSON object")
+        raise InputError(where, "", f"expected a JSON object, got {type(data).__name__}")
+    return data
 
-    def need(key: str) -> int:
-        if key not in data:
-            raise InputError(where, key, "missing (a Llama-family config.json needs it)")
-        value = data[key]
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise InputError(where, key, f"expected a positive integer, got {value!r}")
-        return value
 
-    hidden = need("hidden_size")
-    heads = need("num_attention_heads")
-    head_dim = data.get("head_dim") or hidden // heads
-    experts = data.get("num_local_experts") or data.get("num_experts") or 0
-    name = data.get("_name_or_path") or Path(path).parent.name or "custom"
-    try:
-        return ModelSpec(
-            name=str(name),
-            num_layers=need("num_hidden_layers"),
-            hidden_size=hidden,
-            num_attention_heads=heads,
-            num_kv_heads=data.get("num_key_value_heads") or heads,
-            head_dim=head_dim,
-            intermediate_size=need("intermediate_size"),
-            vocab_size=need("vocab_size"),
-            tie_word_embeddings=bool(data.get("tie_word_embeddings", False)),
-            num_experts=experts,
-            num_experts_per_token=data.get("num_experts_per_tok", 0) if experts else 0,
-            rope_theta=float(data.get("rope_theta", 10000.0)),
-            rms_norm_eps=float(data.get("rms_norm_eps", 1e-5)),
-            max_position_embeddings=int(data.get("max_position_embeddings", 8192)),
-            weight_dtype=_HF_DTYPES.get(str(data.get("torch_dtype", "bfloat16")), "bf16"),
-        )
-    except ValueError as exc:
-        field, _, problem = str(exc).partition(": ")
-        raise InputError(where, field, problem or str(exc)) from None
+def _is_set(value: object) -> bool:
+    return value not in (None, False, 0, "", [], {})
+
+
+def _refuse_unmodelled_keys(where: str, data: dict) -> None:
+    for key, reason in REFUSED_KEYS.items():
+        if _is_set(data.get(key)):
+            raise InputError(where, key, f"{reason}; not modelled")
+
+
+def _model_type(where: str, data: dict) -> str:
+    """The supported model_type the config declares (or its architectures imply)."""
+    model_type = data.get("model_type")
+    archs = data.get("architectures")
+    if model_type is not None and not isinstance(model_type, str):
+        raise InputError(where, "model_type", f"expected a name, got {model_type!r}")
+    if archs is not None and (not isinstance(archs, list)
+                              or not all(isinstance(a, str) for a in archs)):
+        raise InputError(where, "architectures", f"expected a list of names, got {archs!r}")
+    if model_type is None and not archs:  # written by hand with Llama's key names
+        return "mixtral" if _is_set(data.get("num_local_experts")) else "llama"
+    if model_type is None:
+        model_type = next((t for t, a in SUPPORTED_ARCHITECTURES.items() if a == archs[0]), None)
+        if model_type is None:
+            raise InputError(where, "architectures", f"{archs[0]} is not modelled; "
+                             f"supported: {', '.join(SUPPORTED_ARCHITECTURES.values())}")
+    if model_type not in SUPPORTED_ARCHITECTURES:
+        reason = REFUSED_MODEL_TYPES.get(model_type, "not a Llama-family decoder")
+        raise InputError(where, "model_type", f"{model_type!r}: {reason}; not modelled "
+                         f"(supported: {', '.join(SUPPORTED_ARCHITECTURES)})")
+    for arch in archs or []:
+        if arch != SUPPORTED_ARCHITECTURES[model_type]:
+            raise InputError(where, "architectures", f"{arch} is not modelled for model_type "
+                             f"{model_type!r} (expected {SUPPORTED_ARCHITECTURES[model_type]})")
+    return model_type
+
+
+def _positive_int(where: str, data: dict, key: str) -> int:
+    if key not in data:
+        raise InputError(where, key, "missing (a Llama-family config.json needs it)")
+    value = data[key]
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise InputError(where, key, f"expected a positive integer, got {value!r}")
+    return value
+
+
+def _optional_int(where: str, data: dict, key: str) -> int | None:
+    return None if data.get(key) is None else _positive_int(where, data, key)
+
+
+def _positive_float(where: str, data: dict, key: str, default: float) -> float:
+    value = data.get(key, default)
+    if (not isinstance(value, (int, float)) or isinstance(value, bool)
+            or not math.isfinite(value) or value <= 0):
+        raise InputError(where, key, f"expected a positive number, got {value!r}")
+    return float(value)
+
+
+def _flag(where: str, data: dict, key: str) -> bool:
+    value = data.get(key, False)
+    if not isinstance(value, bool):
+        raise InputError(where, key, f"expected true or false, got {value!r}")
+    return value
+
+
+def _kv_heads(where: str, data: dict, heads: int) -> int:
+    kv_heads = _optional_int(where, data, "num_key_value_heads") or heads
+    if heads % kv_heads:
+        raise InputError(where, "num_key_value_heads",
+                         f"{kv_heads} does not divide num_attention_heads {heads}")
+    return kv_heads
+
+
+def _head_dim(where: str, data: dict, hidden: int, heads: int) -> int:
+    """An explicit head_dim sizes the projections (heads x head_dim may differ from hidden, as in
+    Mistral-Nemo); without one it is hidden / heads, which must then be whole."""
+    head_dim = _optional_int(where, data, "head_dim")
+    if head_dim is not None:
+        return head_dim
+    if hidden % heads:
+        raise InputError(where, "head_dim", f"not given, and num_attention_heads {heads} "
+                         f"does not divide hidden_size {hidden}")
+    return hidden // heads
+
+
+def _experts(where: str, data: dict, model_type: str) -> tuple[int, int]:
+    """(experts, experts per token): read for mixtral only; (0, 0) for a dense model."""
+    if model_type not in MOE_MODEL_TYPES:
+        if _is_set(data.get("num_local_experts")):
+            raise InputError(where, "num_local_experts", f"experts in a {model_type} config; "
+                             "only Mixtral-style MoE (model_type mixtral) is modelled")
+        return 0, 0
+    experts = _positive_int(where, data, "num_local_experts")
+    top_k = _positive_int(where, data, "num_experts_per_tok")
+    if top_k > experts:
+        raise InputError(where, "num_experts_per_tok",
+                         f"{top_k} exceeds num_local_experts {experts}")
+    return experts, top_k
+
+
+def _refuse_sliding_window(where: str, data: dict, max_positions: int) -> None:
+    """Full attention only: a window shorter than the context (unless use_sliding_window is
+    false) or a layer that is not full attention is refused."""
+    layer_types = data.get("layer_types")
+    if layer_types is not None and (not isinstance(layer_types, list)
+                                    or any(t != "full_attention" for t in layer_types)):
+        raise InputError(where, "layer_types", "layers other than full_attention "
+                         "(sliding-window or linear attention); not modelled")
+    if data.get("use_sliding_window") is False:
+        return
+    window = _optional_int(where, data, "sliding_window")
+    if window is not None and window < max_positions:
+        raise InputError(where, "sliding_window", f"{window} tokens, shorter than "
+                         f"max_position_embeddings {max_positions}: sliding-window attention "
+                         "is not modelled")
+
+
+def _weight_dtype(where: str, data: dict) -> str:
+    key = "dtype" if data.get("dtype") is not None else "torch_dtype"
+    value = data.get(key) or DEFAULT_HF_DTYPE
+    if not isinstance(value, str) or value not in HF_DTYPES:
+        raise InputError(where, key, f"expected one of {', '.join(HF_DTYPES)}, got {value!r}")
+    return HF_DTYPES[value]
 
 
 def resolve_model(name_or_path: str) -> ModelSpec:

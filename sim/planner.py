@@ -3,8 +3,10 @@ the SLOs, the fewest replicas for the target load (verified by a cluster simulat
 costs per month and per token, and how sure we are (across seeds).
 
 The SLO criterion (`Criterion`): a run *meets the SLOs* when
-  (1) it is not overloaded (`summary["overloaded"]` is false: the waiting queue does not grow
-      through the measurement window) and at least one measured request completed, and
+  (1) it is not overloaded (`summary["overloaded"]` is false: neither the work in the system nor
+      the waiting queue grows through the measurement window, `sim.overload`), its window is long
+      enough for its latencies (`summary["window"]["is_too_short"]` is false) and at least one
+      measured request completed, and
   (2) for every SLO set in the scenario (ttft_s, tpot_s, e2e_s), the chosen statistic (`stat`,
       default p99; one of mean, p50, p90, p95, p99) of that latency over the measured requests is
       at most the SLO.
@@ -17,11 +19,17 @@ process with its rate set to r; the same seed at every r, so arrival gaps scale 
 common random numbers). Start at half a cost-model estimate of the saturation rate; multiply by 4
 until a run fails (or divide by 4 until one passes), then bisect in log(rate) until the passing
 and failing rates are within `rel_tol`. The answer for the seed is the highest passing rate.
+Runs are sized by time, not by a fixed count: `run_duration_s` of arrivals at the rate tried (at
+least `requests_per_run` requests, at most `max_requests_per_run`), so a fast replica is watched
+for as long as a slow one; a run whose window is too short for its latencies is run again with
+twice the requests (up to `max_requests_per_run`; then it fails).
 
 Sizing: replicas for seed s = ceil(target / max_rate_s); the plan takes the count that holds for
 `confidence` of the seeds (the upper `confidence` quantile), then verifies it by simulating the
 whole cluster (the scenario's router) at the target load with every seed. It passes when at least
-ceil(confidence x seeds) seeds meet the SLOs; otherwise one more replica is tried. The sizing is
+ceil(confidence x seeds) seeds meet the SLOs; otherwise one more replica is tried. Verification
+runs are long: `verify_requests` requests of the whole cluster (a replayed trace: all its rows if
+it has fewer), many times a search run, so a backlog the search's runs could hide shows. The sizing is
 therefore conservative: a router that balances better than the per-replica Poisson split may
 manage with fewer (the verification never searches downwards). Sensitivity: the same sizing and
 verification at target x each load factor.
@@ -102,8 +110,10 @@ class PlanSettings:
     stat: str = "p99"
     rel_tol: float = 0.03
     load_factors: tuple[float, ...] = (1.5, 2.0)
-    requests_per_run: int | None = None  # one-replica runs; None: the workload's count (or 1000)
-    max_cluster_requests: int = 12000  # cluster runs use requests_per_run x replicas, up to this
+    requests_per_run: int | None = None  # least requests of a search run; None: the workload's (or 1000)
+    run_duration_s: float = 600.0  # a search run's arrivals span this long at the rate tried
+    max_requests_per_run: int = 50000
+    verify_requests: int = 20000  # requests of each cluster verification run
     max_replicas: int = 512
     bootstrap_samples: int = 400
 
@@ -111,21 +121,29 @@ class PlanSettings:
         if self.target_rate_per_s is not None and not (isinstance(self.target_rate_per_s, (int, float))
                                                        and 0 < self.target_rate_per_s < math.inf):
             raise ValueError(f"target_rate_per_s: expected a number > 0, got {self.target_rate_per_s!r}")
-        for name in ("seeds", "max_cluster_requests", "max_replicas", "bootstrap_samples"):
+        for name in ("seeds", "max_requests_per_run", "verify_requests", "max_replicas", "bootstrap_samples"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
         if self.requests_per_run is not None and not (isinstance(self.requests_per_run, int)
                                                       and self.requests_per_run >= 20):
             raise ValueError(f"requests_per_run: expected an integer >= 20, got {self.requests_per_run!r}")
+        if not (isinstance(self.run_duration_s, (int, float)) and not isinstance(self.run_duration_s, bool)
+                and 0 < self.run_duration_s < math.inf):
+            raise ValueError(f"run_duration_s: expected a number of seconds > 0, got {self.run_duration_s!r}")
+        if self.requests_per_run is not None and self.requests_per_run > self.max_requests_per_run:
+            raise ValueError(f"requests_per_run: expected at most max_requests_per_run "
+                             f"({self.max_requests_per_run}), got {self.requests_per_run}")
         if not (isinstance(self.confidence, (int, float)) and 0 < self.confidence <= 1):
             raise ValueError(f"confidence: expected 0 < x <= 1, got {self.confidence!r}")
         if self.stat not in STATS:
             raise ValueError(f"stat: expected one of {', '.join(STATS)}, got {self.stat!r}")
         if not (isinstance(self.rel_tol, (int, float)) and 0.001 <= self.rel_tol <= 0.5):
             raise ValueError(f"rel_tol: expected 0.001 <= x <= 0.5, got {self.rel_tol!r}")
+        if not isinstance(self.load_factors, (list, tuple)):
+            raise ValueError(f"load_factors: expected a list of numbers > 0, got {self.load_factors!r}")
         factors = tuple(self.load_factors)
-        if not all(isinstance(f, (int, float)) and f > 0 for f in factors):
+        if not all(isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f < math.inf for f in factors):
             raise ValueError(f"load_factors: expected numbers > 0, got {self.load_factors!r}")
         object.__setattr__(self, "load_factors", tuple(float(f) for f in factors))
 
@@ -156,7 +174,7 @@ def load_plan_file(path: str | Path) -> tuple[dict, dict, dict, str, Path]:
     data = load_scenario_dict(path)
     if not isinstance(data, dict):
         raise InputError(str(path), "", "expected a table of settings")
-    plan, sweep = data.pop("plan", None) or {}, data.pop("sweep", None) or {}
+    plan, sweep = data.pop("plan", {}), data.pop("sweep", {})
     for key, value in (("plan", plan), ("sweep", sweep)):
         if not isinstance(value, dict):
             raise InputError(str(path), key, f"expected a table of settings, got {type(value).__name__}")
@@ -194,6 +212,8 @@ class Criterion:
     stat: str = "p99"
 
     def check(self, summary: dict) -> tuple[bool, str]:
+        if summary.get("window", {}).get("is_too_short"):
+            return False, "measurement window too short for its latencies"
         if summary["overloaded"]:
             return False, "overloaded"
         if not summary["requests"]["measured_completed"]:
@@ -207,8 +227,8 @@ class Criterion:
 
     def describe(self) -> str:
         parts = [f"{self.stat} {m[:-2].upper()} <= {v:g} s" for m, v in self.slo.items()]
-        return ("not overloaded, and " + " and ".join(parts)
-                + " (over the measured requests of the run)")
+        return ("not overloaded (work in the system does not grow), a window long enough for its latencies, "
+                "and " + " and ".join(parts) + " (over the measured requests of the run)")
 
 
 def criterion_for(slo: dict[str, float | None], stat: str, where: str) -> Criterion:
@@ -448,50 +468,67 @@ class _Context:
     base_seed: int
 
 
+def search_requests(settings: PlanSettings, shape: LoadShape, rate: float) -> int:
+    """Requests of a one-replica search run at `rate`: run_duration_s of arrivals, within bounds."""
+    n = min(max(math.ceil(rate * settings.run_duration_s), shape.requests_per_run), settings.max_requests_per_run)
+    return min(n, shape.trace_rows) if shape.trace_rows is not None else n
+
+
+def verify_requests(settings: PlanSettings, shape: LoadShape) -> int:
+    """Requests of a cluster verification run."""
+    n = max(settings.verify_requests, shape.requests_per_run)
+    return min(n, shape.trace_rows) if shape.trace_rows is not None else n
+
+
 def _probe_task(ctx: _Context, cand: Candidate, profile: Any, replicas: int, rate: float, seed_index: int,
-                extras: Sequence[str] = ()) -> dict:
-    per_replica = ctx.shape.requests_per_run
-    n = min(per_replica * replicas, max(ctx.settings.max_cluster_requests, per_replica))
-    if ctx.shape.trace_rows is not None:
-        n = min(n, ctx.shape.trace_rows)
-    start_s = ctx.shape.start_s(seed_index, ctx.settings.seeds, n)
-    d = with_load(with_deployment(ctx.scenario, cand, replicas), rate, n, ctx.base_seed + seed_index,
+                num_requests: int, extras: Sequence[str] = ()) -> dict:
+    start_s = ctx.shape.start_s(seed_index, ctx.settings.seeds, num_requests)
+    d = with_load(with_deployment(ctx.scenario, cand, replicas), rate, num_requests, ctx.base_seed + seed_index,
                   ctx.shape.base_rate_per_s, start_s)
     task = make_task(d, profile.raw, profile.path, extras)
-    task["weight"] = n * replicas  # a rough cost: requests x replicas stepping
+    task["weight"] = num_requests * replicas  # a rough cost: requests x replicas stepping
     return task
 
 
 def _seed_search(ctx: _Context, cand: Candidate, profile: Any, seed_index: int, start: float) -> Coroutine:
-    """One seed's search; its runs are recorded as search points by `plan`'s on_result as they finish."""
+    """One seed's search; its runs are recorded as search points by `plan`'s on_result as they finish.
+    A run whose window is too short for its latencies is run again with twice the requests."""
     search = rate_search(start, ctx.settings.rel_tol, start * 1e-4, start * 1e3)
     rate = next(search)
+    n = search_requests(ctx.settings, ctx.shape, rate)
     while True:
-        task = _probe_task(ctx, cand, profile, 1, rate, seed_index)
+        task = _probe_task(ctx, cand, profile, 1, rate, seed_index, n)
         task["tag"] = {"label": cand.label, "rate_per_s": rate, "seed_index": seed_index,
-                       "seed": ctx.base_seed + seed_index}
+                       "seed": ctx.base_seed + seed_index, "num_requests": n}
         (result,) = yield [task]
-        ok, _ = ctx.criterion.check(result["summary"])
+        summary = result["summary"]
+        longest = min(ctx.settings.max_requests_per_run, ctx.shape.trace_rows or ctx.settings.max_requests_per_run)
+        if summary["window"].get("is_too_short") and n < longest:
+            n = min(2 * n, longest)
+            continue
+        ok, _ = ctx.criterion.check(summary)
         try:
             rate = search.send(ok)
         except StopIteration as stop:
             return stop.value
+        n = search_requests(ctx.settings, ctx.shape, rate)
 
 
 def _size(ctx: _Context, cand: Candidate, profile: Any, load: float, replicas: int, extras: Sequence[str],
           attempts: list[dict]) -> Coroutine:
-    """Smallest replica count >= `replicas` whose cluster run meets the SLOs for enough seeds."""
+    """Smallest replica count >= `replicas` whose long cluster run meets the SLOs for enough seeds."""
     need = math.ceil(ctx.settings.confidence * ctx.settings.seeds - 1e-9)
     limit = min(ctx.settings.max_replicas, max(2 * replicas, replicas + 8))
+    n = verify_requests(ctx.settings, ctx.shape)
     while True:
         if replicas > limit:
             return None, []
-        tasks = [_probe_task(ctx, cand, profile, replicas, load, s, extras if s == 0 else
+        tasks = [_probe_task(ctx, cand, profile, replicas, load, s, n, extras if s == 0 else
                              [e for e in extras if e != "timeline"]) for s in range(ctx.settings.seeds)]
         results = yield tasks
         checks = [ctx.criterion.check(r["summary"]) for r in results]
         passing = sum(ok for ok, _ in checks)
-        attempts.append({"replicas": replicas, "seeds_passing": passing, "seeds": len(results),
+        attempts.append({"replicas": replicas, "seeds_passing": passing, "seeds": len(results), "num_requests": n,
                          "reasons": [reason for _, reason in checks]})
         if passing >= need:
             return replicas, results
@@ -602,14 +639,27 @@ def _monthly(summaries: list[dict], cand: Candidate, replicas: int) -> dict:
             "device_hours": replicas * cand.tp * HOURS_PER_MONTH}
 
 
+def is_priced(profile: Any, economics: dict) -> bool:
+    """Whether a deployment's cost is known: a rental price (the profile's or the scenario's), or
+    owned hardware's electricity or purchase price."""
+    return bool(profile.price and profile.price.usd_per_device_h) or any(
+        (economics.get(k) or 0) > 0 for k in ("price_usd_per_device_h", "electricity_usd_per_kwh",
+                                               "hardware_usd_per_device"))
+
+
 def _economics(ctx: _Context, cand: Candidate, profile: Any, replicas: int, rate: float,
                results: list[dict]) -> dict:
     sums = [r["summary"] for r in results]
     capacity = replicas * rate
     j_per_token = _mean([s["energy"]["j_per_token"] for s in sums])
-    return {"replicas": replicas, "devices": replicas * cand.tp, "monthly": _monthly(sums, cand, replicas),
-            "usd_per_1m_tokens": _mean([s["cost"]["usd_per_1m_tokens"] for s in sums]),
-            "usd_per_1m_output_tokens": _mean([s["cost"]["usd_per_1m_output_tokens"] for s in sums]),
+    monthly = _monthly(sums, cand, replicas)
+    priced = is_priced(profile, ctx.scenario.get("economics", {}))
+    if not priced:  # no price and no owned-hardware costs: the cost is unknown, not $0
+        monthly["usd"] = None
+    usd_per = (lambda key: _mean([s["cost"][key] for s in sums]) if priced else None)  # noqa: E731
+    return {"replicas": replicas, "devices": replicas * cand.tp, "monthly": monthly, "is_priced": priced,
+            "usd_per_1m_tokens": usd_per("usd_per_1m_tokens"),
+            "usd_per_1m_output_tokens": usd_per("usd_per_1m_output_tokens"),
             "j_per_token": j_per_token,
             "j_per_output_token": _mean([s["energy"]["j_per_output_token"] for s in sums]),
             "j_per_1m_tokens": j_per_token * 1e6 if j_per_token is not None else None,
@@ -626,8 +676,10 @@ def _sensitivity_row(ctx: _Context, cand: Candidate, profile: Any, factor: float
                            "attempts": attempts}
     if replicas is not None:
         sums = [r["summary"] for r in results]
-        row.update(devices=replicas * cand.tp, monthly_usd=_monthly(sums, cand, replicas)["usd"],
-                   usd_per_1m_tokens=_mean([s["cost"]["usd_per_1m_tokens"] for s in sums]),
+        priced = is_priced(profile, ctx.scenario.get("economics", {}))
+        row.update(devices=replicas * cand.tp,
+                   monthly_usd=_monthly(sums, cand, replicas)["usd"] if priced else None,
+                   usd_per_1m_tokens=_mean([s["cost"]["usd_per_1m_tokens"] for s in sums]) if priced else None,
                    p99_ttft_s=_mean([s["latency"]["ttft_s"]["p99"] for s in sums]),
                    p99_tpot_s=_mean([s["latency"]["tpot_s"]["p99"] for s in sums]))
     return row
@@ -681,7 +733,7 @@ def recommend(candidates: list[dict]) -> dict | None:
     ok = [c for c in candidates if c.get("status") == "ok"]
     if not ok:
         return None
-    priced = [c for c in ok if c.get("price_usd_per_device_h")]
+    priced = [c for c in ok if c.get("is_priced", bool(c.get("price_usd_per_device_h")))]
     pool = priced or ok
     key = (lambda c: (c["monthly"]["usd"], c["devices"], c["j_per_token"] or 0.0)) if priced else \
         (lambda c: (c["devices"], c["j_per_token"] or 0.0))
@@ -731,7 +783,8 @@ def plan(scenario_dict: dict, candidates: Sequence[Candidate], settings: PlanSet
             ok, reason = criterion.check(result["summary"])
             by_label[tag["label"]]["search_points"].append(
                 {"rate_per_s": tag["rate_per_s"], "seed_index": tag["seed_index"], "seed": tag["seed"],
-                 "passes": ok, "reason": reason, **compact_summary(result["summary"])})
+                 "num_requests": tag["num_requests"], "passes": ok, "reason": reason,
+                 **compact_summary(result["summary"])})
 
     interrupted = False
     executor = executor or SerialExecutor()
@@ -740,7 +793,7 @@ def plan(scenario_dict: dict, candidates: Sequence[Candidate], settings: PlanSet
     except KeyboardInterrupt:
         interrupted = True
     for r in records:  # arrival order depends on the executor; the result must not
-        r["search_points"].sort(key=lambda p: (p["seed_index"], p["rate_per_s"]))
+        r["search_points"].sort(key=lambda p: (p["seed_index"], p["rate_per_s"], p["num_requests"]))
     result = {
         "kind": "plan", "schema_version": SCHEMA_VERSION, "interrupted": interrupted,
         "question": {"model": sc.model, "weight_dtype": sc.model_spec().weight_dtype,
@@ -750,7 +803,9 @@ def plan(scenario_dict: dict, candidates: Sequence[Candidate], settings: PlanSet
                      "seeds": settings.seeds, "confidence": settings.confidence,
                      "load_factors": list(settings.load_factors)},
         "criterion": {"stat": settings.stat, "text": criterion.describe(), "rel_tol": settings.rel_tol,
-                      "requests_per_run": shape.requests_per_run},
+                      "requests_per_run": shape.requests_per_run, "run_duration_s": settings.run_duration_s,
+                      "max_requests_per_run": settings.max_requests_per_run,
+                      "verify_requests": verify_requests(settings, shape)},
         "settings": settings.to_dict(),
         "scenario": canonical,
         "candidates": records,

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sim.errors import InputError
+from sim.files import read_text
 from sim.speed_variability import SpeedVariability, Wander
 
 SCHEMA_VERSION = 1
@@ -417,15 +418,18 @@ def resolve_profile_path(name_or_path: str) -> Path:
 def load_profile(name_or_path: str | Path) -> Profile:
     path = resolve_profile_path(str(name_or_path))
     where = str(path)
+    return profile_from_dict(parse_json(read_text(path, "profile"), where), where)
+
+
+def parse_json(text: str, where: str) -> Any:
+    """JSON text as data; InputError naming the file (and line) when it is not JSON."""
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise InputError(where, "", f"cannot read profile: {exc.strerror or exc}") from None
-    try:
-        data = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(where, "", f"not valid JSON (line {exc.lineno}): {exc.msg}") from None
-    return profile_from_dict(data, where)
+    except (ValueError, RecursionError) as exc:  # an integer of thousands of digits, deep nesting
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(where, "", f"not valid JSON: {first}") from None
 
 
 def list_profiles() -> list[Path]:

@@ -22,7 +22,6 @@ machine's device count that divide the attention heads.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from datetime import date, datetime
@@ -32,7 +31,8 @@ from typing import Any, Callable
 from sim.errors import InputError
 from sim.model_spec import ModelSpec
 from sim.profile import (DTYPES, MAX_MEASURED_MATMUL_EFFICIENCY, POWER_METHODS, SCHEMA_VERSION,
-                         SOURCES, Profile, list_profiles, load_profile, profile_from_dict)
+                         SOURCES, Profile, list_profiles, load_profile, parse_json, profile_from_dict)
+from sim.files import read_text
 
 DEVICE_KINDS = ("gpu", "cpu", "accelerator")
 DEFAULT_MEMORY_UTILIZATION = 0.90
@@ -312,13 +312,9 @@ def validate_data(data: Any, where: str) -> list[str]:
 def validate_file(path: str | Path) -> list[str]:
     where = str(path)
     try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        return [f"{where}: cannot read profile: {exc.strerror or exc}"]
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        return [f"{where}: not valid JSON (line {exc.lineno}): {exc.msg}"]
+        data = parse_json(read_text(path, "profile"), where)
+    except InputError as exc:
+        return [str(exc)]
     return validate_data(data, where)
 
 
@@ -411,8 +407,13 @@ def _describe_documents(prov: dict) -> list[str]:
 
 
 def show(name_or_path: str | Path) -> str:
-    """A human-readable summary of one profile, provenance and documents included."""
+    """A human-readable summary of one profile, provenance and documents included; InputError
+    (its first problem) for a profile that does not validate."""
     prof = load_profile(name_or_path)
+    problems = validate_data(prof.raw, prof.path)
+    if problems:
+        raise InputError(problems[0], "", f"not shown ({len(problems)} problem(s): `infercast profiles "
+                         f"validate {prof.path}` lists them)")
     dev, cm, pw, prov = prof.device, prof.cost, prof.power, prof.provenance
     raw = prof.raw
     lines = [f"{prof.name}  ({prof.path})"]
@@ -446,12 +447,14 @@ def show(name_or_path: str | Path) -> str:
     estimated = " (estimated)" if pw.is_estimated else ""
     lines += ["", f"power per device ({pw.method}{estimated}): idle {pw.idle_w:g} W, decode {pw.decode_w:g} W, "
                   f"prefill {pw.prefill_w:g} W"]
-    if raw.get("power", {}).get("notes"):
+    if isinstance(raw.get("power"), dict) and raw["power"].get("notes"):
         lines.append(f"  {raw['power']['notes']}")
     if prof.price:
         lines.append(f"price: ${prof.price.usd_per_device_h:g} per device-hour ({prof.price.source}; {prof.price.date})")
-        for alt in raw.get("price", {}).get("alternatives") or []:
-            lines.append(f"  also: ${alt.get('usd_per_device_h')} ({alt.get('source')}; {alt.get('date')})")
+        alternatives = raw["price"].get("alternatives")
+        for alt in alternatives if isinstance(alternatives, list) else []:
+            if isinstance(alt, dict):
+                lines.append(f"  also: ${alt.get('usd_per_device_h')} ({alt.get('source')}; {alt.get('date')})")
     else:
         lines.append("price: none recorded")
     if prof.measurements:

@@ -14,6 +14,11 @@ names of the charts (built by `sim.figures`) that belong to it. Then:
 
 `write_report(result, path)` picks the format from the suffix (.html/.htm, .md, .json) and writes
 atomically (temp file, then rename). Plotly is imported only when charts are built.
+
+A candidate without a price per device-hour (its profile has none, the scenario sets none, no owned
+hardware) has no cost: its money figures are shown as "no price" and written as null, never as
+$0 (`unpriced_as_null`). `load_result` checks that a result file has the fields the report reads
+and names the first one missing.
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from sim.errors import InputError
-from sim.files import write_text_atomic
+from sim.files import read_text, write_text_atomic
+from sim.report_text import NO_PRICE, PRICED_COST_KEYS
 
 FORMATS = {".html": "html", ".htm": "html", ".md": "md", ".markdown": "md", ".json": "json"}
 PLOTLY_BEGIN = "<!-- plotly.js (embedded, offline) -->"
@@ -52,10 +58,55 @@ def _num(value: Any, digits: int = 3, scale: float = 1.0, unit: str = "") -> str
     return f"{v:.{digits}g}{unit}"
 
 
-def _usd(value: Any) -> str:
+def _usd(value: Any, is_priced: bool = True) -> str:
+    if not is_priced:
+        return NO_PRICE
     if value is None:
         return "n/a"
     return f"${value:,.0f}" if abs(value) >= 100 else f"${value:.3g}"
+
+
+def _per_1m(value: Any, is_priced: bool) -> str:
+    return _num(value, 4) if is_priced else NO_PRICE
+
+
+# ---- prices -------------------------------------------------------------------------------------
+
+def candidate_is_priced(result: Mapping, candidate: Mapping) -> bool:
+    """A candidate has a cost when its profile has a price, the scenario overrides the price, or
+    the hardware is owned (economics.hardware_usd_per_device)."""
+    a = result.get("assumptions") or {}
+    hardware = (a.get("economics") or {}).get("hardware_usd_per_device")
+    return (candidate.get("price_usd_per_device_h") is not None or a.get("price_override") is not None
+            or (isinstance(hardware, (int, float)) and hardware > 0))
+
+
+def unpriced_as_null(result: Mapping) -> dict:
+    """A copy of a plan or sweep result with every money figure of an unpriced candidate None."""
+    import copy
+
+    out = copy.deepcopy(dict(result))
+    unpriced = set()
+    for c in out.get("candidates") or []:
+        if not isinstance(c, dict) or candidate_is_priced(out, c):
+            continue
+        unpriced.add(c.get("label"))
+        if isinstance(c.get("monthly"), dict):
+            c["monthly"]["usd"] = None
+        for key in ("usd_per_1m_tokens", "usd_per_1m_output_tokens"):
+            if key in c:
+                c[key] = None
+        for row in c.get("sensitivity") or []:
+            if isinstance(row, dict):
+                row.update({k: None for k in ("monthly_usd", "usd_per_1m_tokens") if k in row})
+        for point in (c.get("points") or []) + (c.get("search_points") or []):
+            cost = point.get("cost") if isinstance(point, dict) else None
+            if isinstance(cost, dict):
+                cost.update({k: None for k in PRICED_COST_KEYS if k in cost})
+    rec = out.get("recommendation")
+    if isinstance(rec, dict) and rec.get("label") in unpriced:
+        rec["monthly_usd"] = None
+    return out
 
 
 def _ms(value: Any) -> str:
@@ -130,12 +181,16 @@ def _recommendation_section(result: Mapping) -> dict:
                 if result.get("interrupted") else
                 "No candidate meets the SLOs at the target load; see the candidates below.")
         return _section("recommendation", "Recommendation", [text])
-    c = next(c for c in result["candidates"] if c["label"] == rec["label"])
+    c = next((c for c in result["candidates"] if c["label"] == rec["label"]), None)
+    if c is None:
+        raise InputError("result", "recommendation.label", f"{rec['label']!r} is not one of the candidates")
     m = c["monthly"]
-    rows = [["replicas", f"{c['replicas']} x {c['label']} ({_plural(c['devices'], 'device')} of {c['device_name']})"],
-            ["monthly cost", _usd(m["usd"])],
-            ["$ per 1M tokens (input+output)", _num(c["usd_per_1m_tokens"], 4)],
-            ["$ per 1M output tokens", _num(c["usd_per_1m_output_tokens"], 4)],
+    priced = candidate_is_priced(result, c)
+    devices = f"{_plural(c['devices'], 'device')} of {c.get('device_name', '?')}"
+    rows = [["replicas", f"{c['replicas']} x {c['label']} ({devices})"],
+            ["monthly cost", _usd(m["usd"], priced)],
+            ["$ per 1M tokens (input+output)", _per_1m(c["usd_per_1m_tokens"], priced)],
+            ["$ per 1M output tokens", _per_1m(c["usd_per_1m_output_tokens"], priced)],
             ["J per token (input+output)", _num(c["j_per_token"], 4)],
             ["energy per month", f"{_num(m['kwh'], 4)} kWh (IT equipment)"],
             ["CO2 per month", f"{_num(m['co2_kg'], 4)} kg"],
@@ -156,6 +211,7 @@ def _candidates_section(result: Mapping) -> dict:
     rows = []
     for c in result["candidates"]:
         ok = c["status"] == "ok"
+        priced = candidate_is_priced(result, c)
         rows.append([
             c["label"] + (" (recommended)" if c["label"] == (result.get("recommendation") or {}).get("label") else ""),
             c["status"],
@@ -163,9 +219,9 @@ def _candidates_section(result: Mapping) -> dict:
             if c.get("max_rate_range") else "n/a",
             f"{c['replicas']} ({_range(c.get('replicas_range'))})" if ok else "n/a",
             c.get("devices", "n/a") if ok else "n/a",
-            _usd(c["monthly"]["usd"]) if ok else "n/a",
-            _num(c.get("usd_per_1m_tokens"), 4) if ok else "n/a",
-            _num(c.get("usd_per_1m_output_tokens"), 4) if ok else "n/a",
+            _usd(c["monthly"]["usd"], priced) if ok else "n/a",
+            _per_1m(c.get("usd_per_1m_tokens"), priced) if ok else "n/a",
+            _per_1m(c.get("usd_per_1m_output_tokens"), priced) if ok else "n/a",
             _num(c.get("j_per_token"), 4) if ok else "n/a",
             _num(c["monthly"]["kwh"], 4) if ok else "n/a",
             _num(c["monthly"]["co2_kg"], 4) if ok else "n/a",
@@ -173,14 +229,23 @@ def _candidates_section(result: Mapping) -> dict:
     notes = [f"{c['label']}: {c['message']}" for c in result["candidates"] if c.get("message")]
     tables = [_table("All candidates", cols, rows)]
     for c in result["candidates"]:
-        tables.append(_candidate_table(c))
+        tables.append(_candidate_table(c, result))
     return _section("candidates", "Candidates", notes, tables, ["candidates"])
 
 
-def _candidate_table(c: Mapping) -> dict:
+def _price_text(result: Mapping, c: Mapping) -> str:
+    if not candidate_is_priced(result, c):
+        return f"{NO_PRICE} (the profile has none; set economics.price_usd_per_device_h)"
+    if c.get("price_usd_per_device_h") is None:
+        return "none in the profile (the scenario's economics set the cost)"
+    return f"{_usd(c['price_usd_per_device_h'])}/device-hour"
+
+
+def _candidate_table(c: Mapping, result: Mapping) -> dict:
+    priced = candidate_is_priced(result, c)
     rows = [["profile", f"{c.get('profile_name', c['profile'])} ({c.get('profile_source', '?')}; "
                         f"{c.get('device_name', '')}), tp={c['tp']}"],
-            ["price", f"{_usd(c.get('price_usd_per_device_h'))}/device-hour"
+            ["price", _price_text(result, c)
                       + (f" ({c['price_source']}, {c['price_date']})" if c.get("price_source") else "")],
             ["status", c["status"] + (f": {c['message']}" if c.get("message") else "")]]
     if c.get("max_rate_by_seed"):
@@ -196,7 +261,8 @@ def _candidate_table(c: Mapping) -> dict:
                      f"{_ms(p['pooled'])}{_ci(p['ci95'])} ({', '.join(_ms(v) for v in p['by_seed'])})"
                      + (f"; SLO {_ms(p['slo'])}" if p.get("slo") else "")])
     for s in c.get("sensitivity", []):
-        rows.append([f"at load x{s['load_factor']:g}", f"{_plural(s['replicas'], 'replica')}, {_usd(s.get('monthly_usd'))}/month"
+        rows.append([f"at load x{s['load_factor']:g}", f"{_plural(s['replicas'], 'replica')}, "
+                     f"{_usd(s.get('monthly_usd'), priced)}{'/month' if priced else ''}"
                      if s["replicas"] else s["status"]])
     points = c.get("search_points", [])
     if points:
@@ -221,9 +287,12 @@ def _sensitivity_section(result: Mapping) -> dict:
         if c["status"] != "ok":
             rows.append([c["label"], c["status"]] + ["n/a"] * len(factors))
             continue
-        cells = [f"{c['replicas']} ({_usd(c['monthly']['usd'])}/mo)"]
+        priced = candidate_is_priced(result, c)
+        per_month = "/mo" if priced else ""
+        cells = [f"{c['replicas']} ({_usd(c['monthly']['usd'], priced)}{per_month})"]
         for s in c.get("sensitivity", []):
-            cells.append(f"{s['replicas']} ({_usd(s.get('monthly_usd'))}/mo)" if s["replicas"] else s["status"])
+            cells.append(f"{s['replicas']} ({_usd(s.get('monthly_usd'), priced)}{per_month})" if s["replicas"]
+                         else s["status"])
         rows.append([c["label"]] + cells)
     return _section("sensitivity", "Sensitivity to load growth",
                     ["Replicas (and monthly cost) needed as the load grows, each verified by a cluster simulation."],
@@ -265,7 +334,7 @@ def _assumptions_section(result: Mapping) -> dict:
     if a.get("price_override") is not None:
         rows.append(["price override", f"{_usd(a['price_override'])}/device-hour for every candidate "
                                        "(economics.price_usd_per_device_h)"])
-    price_rows = [[c["label"], f"{_usd(c.get('price_usd_per_device_h'))}/device-hour", c.get("price_source") or "none",
+    price_rows = [[c["label"], _price_text(result, c), c.get("price_source") or "none",
                    c.get("price_date") or "n/a"] for c in result["candidates"]]
     return _section("assumptions", "Assumptions", list(a.get("notes", [])),
                     [_table("economics", ["", ""], rows),
@@ -333,6 +402,7 @@ def _sweep_sections(result: Mapping, figs: Mapping) -> list[dict]:
                   "p99 E2E", "output tok/s", "goodput (req/s)", "$ / 1M tokens", "J / token"]
     tables = []
     for c in result["candidates"]:
+        priced = candidate_is_priced(result, c)
         prow = []
         for p in sorted(c.get("points", []), key=lambda p: p["rate_per_s"]):
             lat = p.get("latency", {})
@@ -340,7 +410,7 @@ def _sweep_sections(result: Mapping, figs: Mapping) -> list[dict]:
                          _ms(lat.get("ttft_s", {}).get("p50")), _ms(lat.get("ttft_s", {}).get("p99")),
                          _ms(lat.get("tpot_s", {}).get("p50")), _ms(lat.get("tpot_s", {}).get("p99")),
                          _ms(lat.get("e2e_s", {}).get("p99")), _num(p["throughput"]["output_tokens_per_s"], 4),
-                         _num(p["goodput"]["requests_per_s"], 4), _num(p["cost"]["usd_per_1m_tokens"], 4),
+                         _num(p["goodput"]["requests_per_s"], 4), _per_1m(p["cost"]["usd_per_1m_tokens"], priced),
                          _num(p["energy"]["j_per_token"], 4)])
         tables.append(_table(c["label"], point_cols, prow))
     points = _section("points", "Every point", [], tables)
@@ -391,6 +461,7 @@ def _md_inline(text: str) -> str:
 
 
 def render_html(result: Mapping) -> str:
+    result = unpriced_as_null(result)
     from plotly.offline import get_plotlyjs
 
     figs = result_figures(result)
@@ -437,6 +508,7 @@ def _md_cell(text: str) -> str:
 
 
 def render_markdown(result: Mapping) -> str:
+    result = unpriced_as_null(result)
     figs_titles = _figure_titles(result)
     report = build_report(result, figs_titles)
     out = [f"# {report['title']}", ""]
@@ -476,6 +548,7 @@ def _figure_titles(result: Mapping) -> dict[str, str]:
 
 
 def render_json(result: Mapping) -> str:
+    result = unpriced_as_null(result)
     figs = result_figures(result)
     report = build_report(result, figs)
     for s in report["sections"]:
@@ -515,25 +588,71 @@ def write_report(result: Mapping, path: str | Path) -> str:
 
 
 def load_result(path: str | Path) -> dict:
-    """A plan or sweep result JSON (as `infercast plan --json` writes), or a report.json holding one."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except OSError as exc:
-        raise InputError(str(path), "", f"cannot read: {exc.strerror or exc}") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(str(path), "", f"not valid JSON (line {exc.lineno}): {exc.msg}") from None
+    """A plan or sweep result JSON (as `infercast plan --json` writes), or a report.json holding one,
+    with the fields a report reads (InputError naming the first one missing)."""
+    from sim.profile import parse_json
+
+    data = parse_json(read_text(path, "plan or sweep result"), str(path))
     if isinstance(data, dict) and "result" in data and "sections" in data:
         data = data["result"]
     if not isinstance(data, dict) or data.get("kind") not in ("plan", "sweep"):
         raise InputError(str(path), "kind", "expected a plan or sweep result (from `infercast plan --json` "
                          "or `infercast sweep --json`)")
+    check_result(data, str(path))
     return data
+
+
+_RESULT_FIELDS = {  # kind -> {section: fields every report reads}
+    "plan": {"question": ("model", "workload", "target_rate_per_s", "slo", "router", "scheduler", "seeds",
+                          "confidence", "load_factors"),
+             "criterion": ("stat", "text", "rel_tol", "requests_per_run")},
+    "sweep": {"question": ("model", "workload", "slo", "router"), "criterion": ("stat", "text")},
+}
+_CANDIDATE_FIELDS = ("label", "profile", "tp", "status")
+_OK_CANDIDATE_FIELDS = {"plan": ("replicas", "devices", "monthly", "usd_per_1m_tokens", "usd_per_1m_output_tokens",
+                                 "j_per_token", "headroom", "verification"),
+                        "sweep": ("points",)}
+_POINT_FIELDS = ("rate_per_s", "throughput", "goodput", "cost", "energy")
+
+
+def _require(obj: Any, fields: Sequence[str], where: str, prefix: str) -> None:
+    if not isinstance(obj, dict):
+        raise InputError(where, prefix.rstrip("."), f"expected an object, got {type(obj).__name__}")
+    for name in fields:
+        if name not in obj:
+            raise InputError(where, f"{prefix}{name}", "missing (not a complete plan or sweep result)")
+
+
+def check_result(result: Mapping, where: str) -> None:
+    """The fields a report reads are there (a result written by another version, or edited, may
+    lack some): InputError naming the first one missing."""
+    kind = result["kind"]
+    _require(result, (*_RESULT_FIELDS[kind], "candidates"), where, "")
+    for section, fields in _RESULT_FIELDS[kind].items():
+        _require(result[section], fields, where, f"{section}.")
+    if not isinstance(result["question"]["slo"], dict):
+        raise InputError(where, "question.slo", "expected an object of SLOs")
+    if not isinstance(result["candidates"], list):
+        raise InputError(where, "candidates", "expected a list of candidates")
+    for i, c in enumerate(result["candidates"]):
+        _require(c, _CANDIDATE_FIELDS, where, f"candidates[{i}].")
+        if c["status"] == "ok" or kind == "sweep":
+            _require(c, _OK_CANDIDATE_FIELDS[kind], where, f"candidates[{i}].")
+        if kind == "plan" and c["status"] == "ok":
+            _require(c["monthly"], ("usd", "kwh", "co2_kg"), where, f"candidates[{i}].monthly.")
+            _require(c["headroom"], ("fraction", "max_load_factor"), where, f"candidates[{i}].headroom.")
+        if kind == "sweep":
+            if not isinstance(c["points"], list):
+                raise InputError(where, f"candidates[{i}].points", "expected a list of points")
+            for j, point in enumerate(c["points"]):
+                _require(point, _POINT_FIELDS, where, f"candidates[{i}].points[{j}].")
 
 
 # ---- terminal text ------------------------------------------------------------------------------
 
 def result_text(result: Mapping) -> str:
     """A short plain-text rendering for the terminal: the recommendation and the main table."""
+    result = unpriced_as_null(result)
     report = build_report(result, _figure_titles(result))
     wanted = ("recommendation", "candidates") if result["kind"] == "plan" else ("saturation",)
     lines = [report["title"]]

@@ -11,6 +11,11 @@
     [economics]    price_usd_per_device_h, electricity_usd_per_kwh, pue, carbon_g_per_kwh,
                    hardware_usd_per_device, amortization_years
     [measurement]  warmup_fraction, drain_fraction, timeline_interval_s
+    [plan], [sweep] settings of `infercast plan` / `infercast sweep` (sim.planner); a run ignores them
+
+A run is refused up front (InputError) when its workload asks for more than MAX_REQUESTS_PER_RUN
+requests, or its deployment for more than MAX_REPLICAS replicas: a simulation of that size takes
+longer than anyone waits for without a progress bar.
 
 A scenario round-trips: `scenario_from_dict(s.to_dict())` is `s`, so the dashboard can export the
 scenario it ran and the CLI reproduces its numbers. Same scenario and seed => identical results.
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +39,7 @@ import yaml
 from sim.cost_model import CostModel
 from sim.engine import ROUTERS, Cluster, ClosedLoopLoad, OpenLoop
 from sim.errors import InputError
+from sim.files import read_text
 from sim.kv_cache import KVCacheManager, KVCapacity, kv_capacity
 from sim.metrics import SLO, Economics, RunContext, RunRecorder, summarize
 from sim.model_spec import KV_DTYPES, WEIGHT_DTYPES, ModelSpec, resolve_model
@@ -40,9 +47,13 @@ from sim.policies import POLICIES, SchedulerConfig, make_scheduler
 from sim.profile import Profile, load_profile
 from sim.speculative import SpeculativeConfig, SpeculativeCostModel
 from sim.speed_variability import SpeedProcess
-from sim.workload import ClosedLoop, WorkloadSpec, generate, workload_from_dict
+from sim.workload import (ClosedLoop, WorkloadSpec, arrival_problem, generate, workload_from_dict,
+                          workload_warnings)
 
 DEFAULT_BATCHED_TOKENS = {"continuous": 8192, "chunked": 2048, "static": 8192}
+MAX_REQUESTS_PER_RUN = 2_000_000  # beyond it a run takes many minutes, with no progress shown
+MAX_SEED = 2**63 - 1
+MAX_REPLICAS = 10_000  # one engine process and KV manager each: a larger cluster takes minutes to set up
 
 
 @dataclass(frozen=True)
@@ -63,6 +74,8 @@ class Deployment:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+        if self.replicas > MAX_REPLICAS:
+            raise ValueError(f"replicas: expected at most {MAX_REPLICAS:,} (MAX_REPLICAS), got {self.replicas:,}")
         if not 0 < self.gpu_memory_utilization <= 1:
             raise ValueError(f"gpu_memory_utilization: expected 0 < x <= 1, got {self.gpu_memory_utilization!r}")
         if self.router not in ROUTERS:
@@ -118,6 +131,7 @@ class Scenario:
 
 _SECTIONS = {"seed", "model", "deployment", "scheduler", "workload", "slo", "economics", "measurement",
              "speculative"}
+_OTHER_COMMANDS_SECTIONS = {"plan", "sweep"}  # read by sim.planner / sim.sweep; a run ignores them
 
 
 def _section(data: dict, key: str, where: str, cls: type, required: bool = False,
@@ -129,11 +143,18 @@ def _section(data: dict, key: str, where: str, cls: type, required: bool = False
         raw = {}
     if not isinstance(raw, dict):
         raise InputError(where, key, f"expected a table of settings, got {type(raw).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}
+    fields = dataclasses.fields(cls)
+    names = {f.name for f in fields}
     for name in raw:
         if name not in names:
             raise InputError(where, f"{key}.{name}", f"unknown key; expected one of: {', '.join(sorted(names))}")
+    for name, value in raw.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InputError(where, f"{key}.{name}", f"expected a finite number, got {value!r}")
     kwargs = {**(overrides or {}), **raw}
+    for f in fields:
+        if f.name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise InputError(where, f"{key}.{f.name}", "missing (required)")
     try:
         return cls(**kwargs)
     except TypeError as exc:
@@ -147,11 +168,15 @@ def scenario_from_dict(data: Any, where: str = "<scenario>", base_dir: str | Pat
     if not isinstance(data, dict):
         raise InputError(where, "", "expected a table of settings")
     for key in data:
-        if key not in _SECTIONS:
-            raise InputError(where, key, f"unknown section; expected one of: {', '.join(sorted(_SECTIONS))}")
+        if key in _OTHER_COMMANDS_SECTIONS:
+            if not isinstance(data[key], dict):
+                raise InputError(where, key, f"expected a table of settings, got {type(data[key]).__name__}")
+        elif key not in _SECTIONS:
+            raise InputError(where, str(key), "unknown section; expected one of: "
+                             f"{', '.join(sorted(_SECTIONS | _OTHER_COMMANDS_SECTIONS))}")
     seed = data.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise InputError(where, "seed", f"expected an integer >= 0, got {seed!r}")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+        raise InputError(where, "seed", f"expected an integer from 0 to 2^63 - 1, got {seed!r}")
     model = data.get("model")
     if isinstance(model, str):
         model = {"name": model}
@@ -181,6 +206,9 @@ def scenario_from_dict(data: Any, where: str = "<scenario>", base_dir: str | Pat
     speculative = None
     if data.get("speculative") is not None:
         speculative = _section(data, "speculative", where, SpeculativeConfig)
+        if not isinstance(speculative.draft_model, str):
+            raise InputError(where, "speculative.draft_model", f"expected a preset name or a path to a "
+                             f"config.json, got {speculative.draft_model!r}")
         try:
             resolve_model(speculative.draft_model)
         except InputError as exc:
@@ -196,18 +224,17 @@ def scenario_from_dict(data: Any, where: str = "<scenario>", base_dir: str | Pat
 
 def load_scenario_dict(path: str | Path) -> dict:
     path = Path(path)
+    text = read_text(path, "scenario")
+    suffix = path.suffix.lower()
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise InputError(str(path), "", f"cannot read scenario: {exc.strerror or exc}") from None
-    try:
-        if path.suffix == ".toml":
+        if suffix == ".toml":
             return tomllib.loads(text)
-        if path.suffix in (".yaml", ".yml"):
+        if suffix in (".yaml", ".yml"):
             return yaml.safe_load(text) or {}
         return json.loads(text)
-    except (tomllib.TOMLDecodeError, yaml.YAMLError, json.JSONDecodeError) as exc:
-        raise InputError(str(path), "", f"cannot parse: {str(exc).splitlines()[0]}") from None
+    except (ValueError, yaml.YAMLError, RecursionError) as exc:  # JSON and TOML errors are ValueErrors
+        lines = str(exc).splitlines() or [type(exc).__name__]
+        raise InputError(str(path), "", f"cannot parse: {lines[0]}") from None
 
 
 def load_scenario(path: str | Path) -> Scenario:
@@ -256,6 +283,8 @@ class Prepared:
     timeline_interval_s: float
     router_rng: np.random.Generator
     is_offline: bool
+    # how the request table was made (sim.workload.RequestTable.notes: rows dropped or moved, ...)
+    workload_notes: dict[str, int] = field(default_factory=dict)
 
     def make_schedulers(self, recorder: RunRecorder) -> list:
         cfg = self.scenario.scheduler
@@ -268,6 +297,21 @@ class Prepared:
         price = profile.price.usd_per_device_h if profile.price else 0.0
         return RunContext(dep.replicas, dep.tp, self.cost.idle_power_w, price, profile.power.method,
                           profile.power.is_estimated, self.is_offline, self.scenario.workload.is_closed_loop)
+
+
+def requested_size(workload: WorkloadSpec) -> tuple[str, int | None]:
+    """The field that sets how many requests a run has, and its value (None: a whole trace)."""
+    if workload.trace is not None:
+        return "workload.trace.max_requests", workload.trace.max_requests
+    return "workload.num_requests", workload.num_requests
+
+
+def check_run_size(where: str, field_name: str, count: int | None, limit: int = MAX_REQUESTS_PER_RUN,
+                   why: str = "MAX_REQUESTS_PER_RUN") -> None:
+    """Refuse a run of more than `limit` requests before any of them is made."""
+    if count is not None and count > limit:
+        raise InputError(where, field_name, f"{count:,} requests; a run is limited to {limit:,} ({why}); "
+                         "ask for fewer")
 
 
 def prepare(sc: Scenario, profile: Profile | None = None) -> Prepared:
@@ -286,9 +330,16 @@ def prepare(sc: Scenario, profile: Profile | None = None) -> Prepared:
     workload = sc.workload
     if workload.is_closed_loop and workload.num_requests is None and workload.trace is None:
         raise InputError(sc.source, "workload.num_requests", "required for a closed loop")
+    field_name, count = requested_size(workload)
+    check_run_size(sc.source, field_name, count)
     table = generate(workload, workload_rng)
     if len(table) == 0:
         raise InputError(sc.source, "workload", "the workload has no requests")
+    check_run_size(sc.source, field_name, len(table))  # a whole trace
+    problem = arrival_problem(table.arrival_s)
+    if problem:
+        raise InputError(sc.source, "workload.arrival" if workload.arrival is not None else "workload.trace",
+                         problem)
     if workload.is_closed_loop:  # rows in issue order; arrival times come from the users
         arrival = workload.arrival
         assert isinstance(arrival, ClosedLoop)
@@ -301,7 +352,7 @@ def prepare(sc: Scenario, profile: Profile | None = None) -> Prepared:
         span = float(table.arrival_s[-1])
     interval = sc.measurement.timeline_interval_s or (max(span / 2000.0, 0.01) if span else 0.5)
     return Prepared(sc, model, profile, cost, cap, load, table.prefix_block_tokens, interval, router_rng,
-                    is_offline=span == 0.0)
+                    is_offline=span == 0.0, workload_notes=dict(table.notes))
 
 
 def finish_summary(prep: Prepared, recorder: RunRecorder, schedulers: list) -> dict:
@@ -326,8 +377,59 @@ def finish_summary(prep: Prepared, recorder: RunRecorder, schedulers: list) -> d
         "hit_tokens": sum(c.hit_tokens for c in caches), "lookup_tokens": looked_up,
         "hit_rate": sum(c.hit_tokens for c in caches) / looked_up if looked_up else None,
         "evictions": sum(c.num_evictions for c in caches)}
+    summary["workload"] = {"description": sc.workload.describe(), "notes": dict(prep.workload_notes),
+                           "warnings": workload_warnings(prep.workload_notes)}
+    # No price per device-hour (the profile has none, the scenario sets none) and no owned hardware:
+    # the run has no cost. sim.metrics counts its rental as 0 (the planner sums it); outputs show
+    # "no price" / null (sim.report_text.unpriced_as_null).
+    summary["cost"]["is_priced"] = bool(
+        sc.economics.price_usd_per_device_h is not None or profile.price is not None
+        or sc.economics.hardware_usd_per_device > 0)
     summary["seed"] = sc.seed
     return summary
+
+
+REJECTION_FIELDS = {  # a scheduler's rejection reason -> the setting that causes it
+    "prompt_exceeds_max_num_batched_tokens": "scheduler.max_num_batched_tokens",
+    "exceeds_max_model_len": "model.name",
+    "exceeds_kv_capacity": "deployment.gpu_memory_utilization",
+}
+
+
+def rejections(result: RunResult) -> str | None:
+    """None when every request could be served; a warning (one line) when some could never be
+    (they are counted as rejected, and the summary leaves them out); InputError when none could:
+    the run measured nothing, and the setting that rejects them is named."""
+    requests = result.summary["requests"]
+    if not requests["rejected"]:
+        return None
+    by_reason = requests["rejected_by_reason"]
+    detail = ", ".join(f"{count} {reason}" for reason, count in by_reason.items())
+    if requests["rejected"] < requests["arrived"]:
+        return (f"{requests['rejected']} of {requests['arrived']} requests can never be served with "
+                f"this configuration ({detail}); they are counted as rejected and left out of the figures")
+    sc = result.scenario
+    reason = max(by_reason, key=by_reason.get)
+    prompts = _span([r.prompt_tokens for r in result.recorder.requests])
+    totals = _span([r.prompt_tokens + r.output_tokens for r in result.recorder.requests])
+    if reason == "prompt_exceeds_max_num_batched_tokens":
+        problem = (f"{sc.scheduler.max_num_batched_tokens} tokens a step is less than every prompt "
+                   f"({prompts} tokens), and {sc.scheduler.policy} batching does not split prompts: every "
+                   "request would be rejected; raise it or use policy = \"chunked\"")
+    elif reason == "exceeds_max_model_len":
+        problem = (f"{sc.model} holds {sc.model_spec().max_position_embeddings} tokens a sequence "
+                   f"(max_position_embeddings), fewer than every request's prompt + output ({totals} tokens): "
+                   "every request would be rejected")
+    elif reason == "exceeds_kv_capacity":
+        problem = (f"the KV cache holds {result.kv.num_tokens} tokens a replica, fewer than every request's "
+                   f"prompt + output ({totals} tokens): every request would be rejected")
+    else:
+        problem = f"every request would be rejected ({detail})"
+    raise InputError(sc.source, REJECTION_FIELDS.get(reason, "workload"), problem)
+
+
+def _span(values: list[int]) -> str:
+    return f"{min(values)}" if min(values) == max(values) else f"{min(values)} to {max(values)}"
 
 
 SPEED_STREAM = 0x5BEED  # keeps the speed draws' generators apart from the workload's and the router's

@@ -4,12 +4,14 @@ saturation, with the saturation point marked.
 Each point is one run of the scenario's deployment (its replica count and router; a candidate
 swaps the profile and TP degree) with the workload's arrival rate set to r (`sim.planner.with_load`:
 the arrival process keeps its shape, a trace is rescaled). All points use the scenario's seed, so
-the arrival gaps scale exactly with 1/r (common random numbers) and the curves are smooth.
+the arrival gaps scale exactly with 1/r (common random numbers) and the curves are smooth. A run
+is sized by time as the planner's (`sim.planner.search_requests`: `run_duration_s` of arrivals, at
+least `requests_per_run` requests), so a backlog has as long to show at every rate.
 
 Rates: given (`rates`), or automatic: the saturation point is searched first (x4 steps to bracket
 the first overloaded rate, then bisection in log(rate) to 10%), then a grid from 10% to 150% of it.
-Saturation: the deployment is *overloaded* when its waiting queue grows through the measurement
-window (`summary["overloaded"]`). The saturation point is the geometric mean of the highest rate
+Saturation: the deployment is *overloaded* when the work in the system grows through the
+measurement window (`summary["overloaded"]`, `sim.overload`). The saturation point is the geometric mean of the highest rate
 not overloaded and the lowest overloaded rate above it; `saturation_throughput_per_s` is the
 completion rate the overloaded run sustained. `max_rate_meeting_slo_per_s` is the highest rate
 below the first failure of the SLO criterion (`sim.planner.Criterion`; without SLOs: not
@@ -26,9 +28,9 @@ from typing import Any
 
 from sim.errors import InputError
 from sim.executors import Executor, SerialExecutor, make_task
-from sim.planner import (SCHEMA_VERSION, SLO_METRICS, STATS, Candidate, Criterion, PlanSettings, ProgressFn,
-                         assumptions, capacity_estimate, compact_summary, drive, gather, load_shape,
-                         profile_facts, rate_search, with_deployment, with_load)
+from sim.planner import (SCHEMA_VERSION, SLO_METRICS, STATS, Candidate, Criterion, LoadShape, PlanSettings,
+                         ProgressFn, assumptions, capacity_estimate, compact_summary, drive, gather, load_shape,
+                         profile_facts, rate_search, search_requests, with_deployment, with_load)
 
 GRID_FRACTIONS = (0.1, 0.25, 0.4, 0.55, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5)
 
@@ -37,16 +39,21 @@ def _task(scenario: dict, cand: Candidate, profile: Any, replicas: int, rate: fl
           seed: int, base_rate: float) -> dict:
     d = with_load(with_deployment(scenario, cand, replicas), rate, num_requests, seed, base_rate)
     task = make_task(d, profile.raw, profile.path)
-    task["tag"] = {"label": cand.label, "rate_per_s": rate}
+    task["tag"] = {"label": cand.label, "rate_per_s": rate, "num_requests": num_requests}
     return task
 
 
 def _candidate(scenario: dict, cand: Candidate, replicas: int, rates: Sequence[float] | None,
-               num_requests: int, seed: int, base_rate: float, where: str):
+               settings: PlanSettings, shape: LoadShape, seed: int, where: str):
     from sim.profile import load_profile
 
     profile = load_profile(cand.profile)
-    task = lambda r: _task(scenario, cand, profile, replicas, r, num_requests, seed, base_rate)  # noqa: E731
+
+    def task(rate: float) -> dict:  # a run's length: run_duration_s of arrivals at each replica's share
+        n = search_requests(settings, shape, rate / replicas) * replicas
+        n = min(n, shape.trace_rows) if shape.trace_rows is not None else n
+        return _task(scenario, cand, profile, replicas, rate, n, seed, shape.base_rate_per_s)
+
     if rates is not None:
         yield [task(r) for r in rates]
         return
@@ -97,7 +104,7 @@ def finish_candidate(record: dict, criterion: Criterion) -> None:
 def sweep(scenario_dict: dict, candidates: Sequence[Candidate] | None = None, rates: Sequence[float] | None = None,
           executor: Executor | None = None, where: str = "<scenario>", base_dir: str | Path | None = None,
           progress: ProgressFn | None = None, stat: str = "p99", requests_per_run: int | None = None,
-          replicas: int | None = None) -> dict:
+          replicas: int | None = None, run_duration_s: float | None = None) -> dict:
     """Latency/throughput curves as plain data (the JSON that `infercast report` renders).
     rates None: automatic (see the module docstring)."""
     from sim.cost_model import CostModel
@@ -127,7 +134,13 @@ def sweep(scenario_dict: dict, candidates: Sequence[Candidate] | None = None, ra
     canonical = sc.to_dict()
     slo = {m: float(v) for m, v in canonical.get("slo", {}).items() if m in SLO_METRICS and v is not None}
     criterion = Criterion(slo, stat)
-    shape = load_shape(canonical, PlanSettings(requests_per_run=requests_per_run), where)
+    try:
+        settings = PlanSettings(requests_per_run=requests_per_run,
+                                **({"run_duration_s": run_duration_s} if run_duration_s is not None else {}))
+    except ValueError as exc:
+        name, _, problem = str(exc).partition(": ")
+        raise InputError(where, f"sweep.{name}", problem or str(exc)) from None
+    shape = load_shape(canonical, settings, where)
     records = {c.label: {"label": c.label, "profile": c.profile, "tp": c.tp, "replicas": sc.deployment.replicas,
                          "status": "interrupted", "points": [], **profile_facts(c, load_profile(c.profile))}
                for c in cands}
@@ -135,11 +148,12 @@ def sweep(scenario_dict: dict, candidates: Sequence[Candidate] | None = None, ra
     def on_result(task: dict, result: dict) -> None:
         tag = task["tag"]
         ok, reason = criterion.check(result["summary"])
-        records[tag["label"]]["points"].append({"rate_per_s": tag["rate_per_s"], "passes": ok, "reason": reason,
+        records[tag["label"]]["points"].append({"rate_per_s": tag["rate_per_s"], "num_requests": tag["num_requests"],
+                                                "passes": ok, "reason": reason,
                                                 **compact_summary(result["summary"])})
 
-    coroutines = [_candidate(canonical, c, sc.deployment.replicas, rates, shape.requests_per_run, sc.seed,
-                             shape.base_rate_per_s, where) for c in cands]
+    coroutines = [_candidate(canonical, c, sc.deployment.replicas, rates, settings, shape, sc.seed, where)
+                  for c in cands]
     interrupted = False
     try:
         drive(gather(coroutines), executor or SerialExecutor(), progress, on_result)
@@ -157,7 +171,8 @@ def sweep(scenario_dict: dict, candidates: Sequence[Candidate] | None = None, ra
                      "workload_rate_per_s": shape.base_rate_per_s, "slo": slo, "router": sc.deployment.router,
                      "replicas": sc.deployment.replicas, "scheduler": canonical["scheduler"],
                      "rates": list(rates) if rates is not None else [], "seed": sc.seed},
-        "criterion": {"stat": stat, "text": criterion_text, "requests_per_run": shape.requests_per_run},
+        "criterion": {"stat": stat, "text": criterion_text, "requests_per_run": shape.requests_per_run,
+                      "run_duration_s": settings.run_duration_s},
         "scenario": canonical,
         "candidates": list(records.values()),
         "assumptions": assumptions(canonical, list(records.values())),

@@ -31,6 +31,7 @@ import json
 import math
 import re
 import warnings
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,7 +138,7 @@ def load_trace_spec(spec: TraceSpec) -> RequestTable:
     """The trace a TraceSpec names, checked, sorted, sliced and rescaled."""
     path = resolve_trace_path(spec.path)
     where = str(path)
-    columns, fmt = _read(path, spec.format)
+    columns, fmt = _read_checked(path, spec.format)
     policy = spec.zero_output if spec.zero_output != "auto" else ("drop" if fmt == "burstgpt" else "error")
     notes = {"num_rows": int(columns.time_s.size)}
     columns = _checked(columns, policy, where, notes)
@@ -171,6 +172,21 @@ def _is_jsonl(path: Path) -> bool:
     return False
 
 
+def _read_checked(path: Path, fmt: str) -> tuple[_Columns, str]:
+    """_read, with a file that is not a text trace at all (binary, not UTF-8, a broken gzip) an
+    InputError naming it."""
+    where = str(path)
+    try:
+        return _read(path, fmt)
+    except UnicodeDecodeError as exc:
+        raise InputError(where, "", f"not a UTF-8 text file (byte 0x{exc.object[exc.start]:02x} cannot be "
+                         "decoded); expected a CSV or JSONL trace") from None
+    except csv.Error as exc:
+        raise InputError(where, "", f"not a readable CSV trace: {exc}") from None
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        raise InputError(where, "", f"cannot read trace: {getattr(exc, 'strerror', None) or exc}") from None
+
+
 def _read(path: Path, fmt: str) -> tuple[_Columns, str]:
     """Parse the file once, tell its format if asked to (fmt is checked by TraceSpec), pull the columns."""
     where = str(path)
@@ -194,6 +210,8 @@ def _read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise InputError(f"{path}:{line_number}", "", f"not valid JSON: {exc.msg}") from None
+            except (ValueError, RecursionError) as exc:  # e.g. an integer of thousands of digits
+                raise InputError(f"{path}:{line_number}", "", f"not a trace record: {exc}") from None
             if not isinstance(record, dict):
                 raise InputError(f"{path}:{line_number}", "", f"expected a JSON object, got {record!r}")
             records.append((line_number, record))
@@ -432,8 +450,9 @@ def _json_value(record: dict[str, Any], keys: Sequence[str], where: str, kind: s
     if key is None:
         raise InputError(where, keys[0], f"missing key; the record has {sorted(record)}")
     value = record[key]
-    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind == "tokens" and not (is_number and float(value).is_integer()):
+    is_number = (isinstance(value, (int, float)) and not isinstance(value, bool)
+                 and (not isinstance(value, int) or abs(value) < 2**63))
+    if kind == "tokens" and not (is_number and math.isfinite(value) and float(value).is_integer()):
         raise InputError(where, key, f"expected a whole number of tokens, got {value!r}")
     if kind == "time" and not (is_number and math.isfinite(value)):
         raise InputError(where, key, f"expected a time as a number, got {value!r}")

@@ -41,6 +41,11 @@ from sim.request import RequestSpec
 
 TRACE_FORMATS = ("auto", "azure", "mooncake", "burstgpt", "plain")
 ZERO_OUTPUT_POLICIES = ("auto", "error", "drop", "one")
+# What a run can model: arrivals spread over at most MAX_ARRIVAL_SPAN_S (about 3 years; beyond it
+# energy and cost figures overflow) at a mean rate of at most MAX_ARRIVAL_RATE_PER_S (gaps below a
+# tenth of a microsecond are all-at-once arrivals: say rate_per_s = "inf" or process "all_at_once").
+MAX_ARRIVAL_SPAN_S = 1e8
+MAX_ARRIVAL_RATE_PER_S = 1e7
 
 
 # ------------------------------------------------------------------------------------------------
@@ -562,6 +567,8 @@ class ClosedLoop(_Arrivals):
     def __post_init__(self) -> None:
         _check_int(self, "concurrency")
         _check_float(self, "think_time_s", strict=False)
+        if self.think_time_s > MAX_ARRIVAL_SPAN_S:
+            raise ValueError(f"think_time_s: expected at most {MAX_ARRIVAL_SPAN_S:g} s, got {self.think_time_s:g}")
 
 
 ArrivalProcess = Poisson | Gamma | Constant | Piecewise | AllAtOnce
@@ -711,6 +718,38 @@ def generate(spec: WorkloadSpec, rng: np.random.Generator) -> RequestTable:
                                "num_output_tokens_clipped": num_output_clipped})
 
 
+# notes key -> the warning a CLI prints when it is non-zero (the count goes where {n} is)
+NOTE_WARNINGS = {
+    "num_zero_output_dropped": "dropped {n} trace rows with 0 output tokens (workload.trace.zero_output = "
+                               "\"drop\"; \"one\" replays them with 1 token)",
+    "num_zero_output_set_to_1": "replayed {n} trace rows with 0 output tokens as 1 output token "
+                                "(workload.trace.zero_output = \"one\")",
+    "num_out_of_order": "sorted {n} trace rows that arrived before the row above them",
+    "num_input_tokens_clipped": "moved {n} drawn prompt lengths to the distribution's bounds (1 or max)",
+    "num_output_tokens_clipped": "moved {n} drawn output lengths to the distribution's bounds (1 or max)",
+}
+
+
+def arrival_problem(arrival_s: np.ndarray) -> str | None:
+    """Why a table's arrival times are beyond what a run models (None: they are not)."""
+    n = arrival_s.size
+    span_s = float(arrival_s[-1] - arrival_s[0]) if n else 0.0
+    if span_s > MAX_ARRIVAL_SPAN_S:
+        return (f"the arrivals span {span_s:.3g} s; a run models at most {MAX_ARRIVAL_SPAN_S:g} s "
+                "(MAX_ARRIVAL_SPAN_S): raise the rate")
+    if span_s > 0 and (n - 1) / span_s > MAX_ARRIVAL_RATE_PER_S:
+        return (f"{n} arrivals within {span_s:.3g} s ({(n - 1) / span_s:.3g} requests/s) is beyond "
+                f"{MAX_ARRIVAL_RATE_PER_S:g} requests/s (MAX_ARRIVAL_RATE_PER_S): for arrivals all at once "
+                "use rate_per_s = \"inf\" or process = \"all_at_once\"")
+    return None
+
+
+def workload_warnings(notes: Mapping[str, int]) -> list[str]:
+    """One line per note of a RequestTable that changed what was asked for (rows dropped, sorted or
+    lengths clipped), with its count."""
+    return [text.format(n=f"{notes[key]:,}") for key, text in NOTE_WARNINGS.items() if notes.get(key)]
+
+
 def sample_lengths(spec: WorkloadSpec, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
     """n (input, output) token counts, e.g. for a closed loop; the first n rows of a trace.
 
@@ -769,7 +808,7 @@ def _kwargs(cls: type, d: Mapping[str, Any], where: str, path: str, tag_key: str
 
 def _kind(d: Mapping[str, Any], tag_key: str, registry: dict[str, type], where: str, path: str) -> type:
     name = d.get(tag_key)
-    if name not in registry:
+    if not isinstance(name, str) or name not in registry:
         got = "missing" if name is None else f"got {name!r}"
         raise InputError(where, f"{path}.{tag_key}", f"expected one of: {', '.join(registry)}; {got}")
     return registry[name]

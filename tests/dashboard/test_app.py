@@ -321,10 +321,8 @@ def test_a_validation_recorded_in_a_profile_is_read_from_its_comparison_rows():
 # ---- the command ----------------------------------------------------------------------------------
 
 def test_infercast_dashboard_runs_streamlit_on_localhost(monkeypatch):
-    import subprocess
-
     calls = []
-    monkeypatch.setattr(subprocess, "call", lambda command: calls.append(command) or 0)
+    monkeypatch.setattr(cli, "_serve", lambda command: calls.append(command) or 0)
     assert cli.main(["dashboard", "--headless", "--port", "8599"]) == 0
     command = calls[0]
     assert command[1:4] == ["-m", "streamlit", "run"] and command[4] == str(APP)

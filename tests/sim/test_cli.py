@@ -49,7 +49,7 @@ def test_rate_inf_and_concurrency_and_trace(tmp_path):
       "--output-tokens", "5"], "profile"),
     (["--model", "llama-3-8b", "--profile", "h100-sxm", "--rate", "0"], "--rate"),
     (["--model", "llama-3-8b", "--profile", "h100-sxm", "--rate", "1", "--input-tokens", "-5",
-      "--output-tokens", "5"], "input_tokens"),
+      "--output-tokens", "5"], "--input-tokens"),
     (["--model", "llama-3-8b", "--profile", "h100-sxm", "--rate", "1", "--input-tokens", "5",
       "--output-tokens", "5", "--scheduler", "fifo"], "--scheduler"),
     (["--model", "llama-3-70b", "--profile", "l4", "--rate", "1", "--input-tokens", "5",

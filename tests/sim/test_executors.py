@@ -16,7 +16,7 @@ SCENARIO = {"seed": 3, "model": "llama-3.2-1b", "deployment": {"profile": "l4", 
                          "input_tokens": {"dist": "lognormal", "mean": 300, "sigma": 0.5},
                          "output_tokens": {"dist": "uniform", "min": 10, "max": 60}},
             "slo": {"ttft_s": 0.3, "tpot_s": 0.04}}
-SETTINGS = PlanSettings(seeds=2, load_factors=(1.5,), bootstrap_samples=100)
+SETTINGS = PlanSettings(seeds=2, load_factors=(1.5,), bootstrap_samples=100, run_duration_s=60.0, verify_requests=2000)
 CANDIDATES = [Candidate("l4"), Candidate("a100-80gb")]
 
 

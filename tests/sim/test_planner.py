@@ -39,7 +39,7 @@ def test_plan_matches_the_md1_closed_form():
     scenario = md1_scenario(100)
     scenario["slo"] = {"ttft_s": prefill_s + wait_s}
     settings = PlanSettings(target_rate_per_s=load, seeds=3, confidence=0.5, stat="mean", requests_per_run=5000,
-                            rel_tol=0.01, load_factors=(), max_cluster_requests=20000)
+                            rel_tol=0.01, load_factors=(), run_duration_s=10.0, verify_requests=20000)
     result = plan(scenario, [Candidate("h100-sxm")], settings, SerialExecutor())
     cand = result["candidates"][0]
     assert cand["status"] == "ok", cand["message"]
@@ -155,7 +155,7 @@ class _InterruptAfter(SerialExecutor):
 def test_ctrl_c_keeps_finished_work():
     scenario = md1_scenario(300)
     scenario["slo"] = {"ttft_s": 0.01}
-    settings = PlanSettings(seeds=1, load_factors=(), requests_per_run=300)
+    settings = PlanSettings(seeds=1, load_factors=(), requests_per_run=300, run_duration_s=10.0)
     result = plan(scenario, [Candidate("h100-sxm"), Candidate("a100-80gb")], settings, _InterruptAfter(5))
     assert result["interrupted"]
     assert all(c["status"] == "interrupted" for c in result["candidates"])
@@ -225,6 +225,8 @@ tpot_s = 0.05
 candidates = ["l4", "a100-80gb"]
 seeds = 2
 load_factors = [2.0]
+run_duration_s = 60
+verify_requests = 2000
 """
 
 

@@ -32,7 +32,7 @@ PLAN_CHARTS = ("latency_vs_load", "candidates", "sensitivity", "latency_cdfs", "
 @pytest.fixture(scope="module")
 def plan_result() -> dict:
     return plan(SCENARIO, [Candidate("l4"), Candidate("a100-80gb")],
-                PlanSettings(seeds=2, load_factors=(2.0,)), SerialExecutor())
+                PlanSettings(seeds=2, load_factors=(2.0,), run_duration_s=60.0, verify_requests=2000), SerialExecutor())
 
 
 @pytest.fixture(scope="module")
