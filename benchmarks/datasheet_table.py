@@ -4,7 +4,7 @@ Llama-3-8B on each single-device profile (TP1) and Llama-3-70B on each node that
 decode step time at batch 1 and batch 64 (every sequence at 1,024 tokens of context) and the
 prefill time of one 2,048-token prompt, from `sim.cost_model.CostModel.decode_time` /
 `prefill_time`. A configuration whose weights + one max-length sequence of KV do not fit
-(`sim.profile_catalog.fits_report`) shows "no fit"; a batch-64 figure marked "*" is for a batch
+(`sim.report.catalog.fits_report`) shows "no fit"; a batch-64 figure marked "*" is for a batch
 whose KV (64 x 1,025 tokens) exceeds the memory left after the weights.
 
 Usage: python benchmarks/datasheet_table.py [PROFILES_DIR]
@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sim.cost_model import CostModel  # noqa: E402
 from sim.model_spec import ModelSpec, get_preset  # noqa: E402
 from sim.profile import REPO_PROFILES_DIR, Profile, load_profile  # noqa: E402
-from sim.profile_catalog import fits_report  # noqa: E402
+from sim.report.catalog import fits_report  # noqa: E402
 
 CONTEXT = 1024
 PROMPT = 2048

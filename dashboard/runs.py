@@ -13,7 +13,7 @@ from typing import Any
 
 import streamlit as st
 
-from sim import figures, profile_catalog
+from sim.report import catalog as profile_catalog, figures
 from sim.errors import InputError
 from sim.profile import Profile, list_profiles, load_profile, resolve_profile_path
 from sim.scenario import run_scenario, scenario_from_dict
@@ -87,12 +87,12 @@ def capacity_plan(scenario_json: str, candidates: tuple[str, ...], settings_json
 def has_report() -> bool:
     import importlib.util
 
-    return importlib.util.find_spec("sim.report") is not None
+    return importlib.util.find_spec("sim.report.document") is not None
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def report_html(plan_json: str) -> str:
-    """The self-contained HTML capacity report of a plan result (`sim.report`)."""
-    from sim import report
+    """The self-contained HTML capacity report of a plan result (`sim.report.document`)."""
+    from sim.report import document as report
 
     return report.render_html(json.loads(plan_json))

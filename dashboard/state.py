@@ -24,7 +24,7 @@ from sim.planner import PlanSettings
 from sim.policies import SchedulerConfig
 from sim.scenario import DEFAULT_BATCHED_TOKENS, Deployment
 from sim.speculative import SpeculativeConfig
-from sim.toml_writer import dumps as toml_dumps
+from sim.report.toml_writer import dumps as toml_dumps
 
 KEY_PREFIX = "wi."  # session-state keys of the what-if widgets: "wi.<WhatIf field>"
 SAVED_KEY = "saved.what_if"  # the last WhatIf, which outlives the widgets when the page changes

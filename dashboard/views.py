@@ -11,7 +11,7 @@ from typing import Any
 
 import streamlit as st
 
-from sim.figures import get_in as get  # noqa: F401 - the pages call views.get
+from sim.report.figures import get_in as get  # noqa: F401 - the pages call views.get
 
 LATENCY_METRICS = (("ttft_s", "TTFT"), ("tpot_s", "TPOT"), ("e2e_s", "E2E"))
 

@@ -359,7 +359,7 @@ def _scenario_text(data: dict, path: str) -> str:
     if path.endswith((".yaml", ".yml")):
         return yaml.safe_dump(data, sort_keys=False)
     if path.endswith(".toml"):
-        from sim.toml_writer import dumps
+        from sim.report.toml_writer import dumps
 
         return dumps(data)
     return json.dumps(data, indent=1) + "\n"
@@ -368,7 +368,7 @@ def _scenario_text(data: dict, path: str) -> str:
 def cmd_simulate(args: argparse.Namespace) -> int:
     import json
 
-    from sim.report_text import format_summary, unpriced_as_null
+    from sim.report.text import format_summary, unpriced_as_null
     from sim.scenario import rejections, run_scenario, scenario_from_dict
 
     for out in (args.json, args.requests_csv, args.export_scenario):
@@ -403,7 +403,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_profiles(args: argparse.Namespace) -> int:
-    from sim import profile_catalog
+    from sim.report import catalog as profile_catalog
 
     if args.action == "list":
         print(profile_catalog.format_table(profile_catalog.list_rows()))
@@ -562,7 +562,7 @@ def _write_outputs(result: dict, args: argparse.Namespace) -> None:
     """Files first (money of unpriced candidates as null), then the terminal text."""
     import json
 
-    from sim.report import result_text, unpriced_as_null, write_report
+    from sim.report.document import result_text, unpriced_as_null, write_report
 
     result = unpriced_as_null(result)
     if args.json:
@@ -588,7 +588,7 @@ def _trace_warnings(data: dict, where: str, base: Path) -> list[str]:
 
 
 def _check_report_paths(paths: list[str]) -> None:
-    from sim.report import report_format
+    from sim.report.document import report_format
 
     for out in paths:
         report_format(out)
@@ -655,7 +655,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from sim.report import load_result, render, report_format
+    from sim.report.document import load_result, render, report_format
 
     _check_report_paths(args.output)
     result = load_result(args.result)

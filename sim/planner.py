@@ -720,7 +720,7 @@ def _latency_confidence(ctx: _Context, results: list[dict]) -> dict:
 
 
 def _pooled_cdf(results: list[dict]) -> dict:
-    from sim.figures import cdf_points
+    from sim.report.figures import cdf_points
 
     return {m: cdf_points([v for r in results for v in r["samples"][m]]) for m in ("ttft_s", "tpot_s", "e2e_s")}
 

@@ -8,7 +8,7 @@ import json
 import streamlit as st
 
 from dashboard import runs, state, views
-from sim import figures
+from sim.report import figures
 from sim.planner import PlanSettings
 
 ss = st.session_state
@@ -100,7 +100,7 @@ def _downloads(plan: dict, scenario: dict, candidates: list[str], settings: dict
     cols[1].download_button("plan result (JSON)", json.dumps(plan, indent=1, default=str), file_name="plan-result.json",
                             mime="application/json", key="download.plan_json", on_click="ignore")
     if not runs.has_report():
-        cols[2].caption("HTML report: not available in this version (sim/report.py).")
+        cols[2].caption("HTML report: not available in this version (sim/report/document.py).")
     else:
         plan_json = json.dumps(plan, sort_keys=True, default=str)
         cols[2].download_button("capacity report (HTML)", lambda: runs.report_html(plan_json),

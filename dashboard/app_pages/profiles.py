@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from sim import figures
+from sim.report import figures
 from dashboard import profile_data, runs, state, views
 from sim.errors import InputError
 from sim.model_spec import KV_DTYPES, PRESETS, WEIGHT_DTYPES

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from sim import figures
+from sim.report import figures
 from dashboard import runs, validation_data, views
 from sim.errors import InputError
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import runs, state, uploads, views
-from sim import figures
+from sim.report import figures
 from sim.engine import ROUTERS
 from sim.errors import InputError
 from sim.model_spec import KV_DTYPES, PRESETS, WEIGHT_DTYPES

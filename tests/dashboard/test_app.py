@@ -16,7 +16,8 @@ pytest.importorskip("plotly")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from dashboard import state, uploads, validation_data, views  # noqa: E402
-from sim import cli, figures  # noqa: E402
+from sim import cli  # noqa: E402
+from sim.report import figures  # noqa: E402
 from sim.errors import InputError  # noqa: E402
 from sim.profile import load_profile  # noqa: E402
 from sim.scenario import run_scenario, scenario_from_dict  # noqa: E402

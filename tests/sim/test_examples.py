@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from sim.cli import main
-from sim.toml_writer import dumps
+from sim.report.toml_writer import dumps
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((REPO / "examples").glob("*.toml"))

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from sim.cli import main
 from sim.scenario import MAX_REQUESTS_PER_RUN
-from sim.toml_writer import dumps as toml_dumps
+from sim.report.toml_writer import dumps as toml_dumps
 
 CALL_LIMIT_S = 30  # one command; the slowest valid input here (a tiny plan) takes about a second
 # Reproducible by default (the same examples every run); INFERCAST_FUZZ_SCALE=20 explores 20x more,

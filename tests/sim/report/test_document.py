@@ -13,7 +13,7 @@ import pytest
 
 from sim.executors import SerialExecutor
 from sim.planner import Candidate, PlanSettings, plan
-from sim.report import PLOTLY_BEGIN, PLOTLY_END, build_report, render_html, render_json, render_markdown
+from sim.report.document import PLOTLY_BEGIN, PLOTLY_END, build_report, render_html, render_json, render_markdown
 from sim.sweep import sweep
 
 pytest.importorskip("plotly")
@@ -115,7 +115,7 @@ def test_report_cli_renders_every_format_and_rejects_bad_input(plan_result, tmp_
 
 
 def test_figure_builders_take_plain_data():
-    from sim import figures
+    from sim.report import figures
 
     points = [{"rate_per_s": r, "overloaded": r > 4, "latency": {"ttft_s": {"p99": 0.1 * r}, "tpot_s": {"p99": 0.01}},
                "throughput": {"output_tokens_per_s": 100.0 * min(r, 4)}, "goodput": {"requests_per_s": min(r, 4)}}
@@ -141,7 +141,7 @@ def test_figure_builders_take_plain_data():
 
 def test_sim_imports_without_plotly():
     code = ("import sys; sys.modules['plotly'] = None\n"
-            "import sim, sim.figures, sim.report, sim.planner, sim.sweep, sim.executors\n"
-            "print(sim.figures.cdf_points([1.0, 2.0]))")
+            "import sim, sim.report.figures, sim.report.document, sim.planner, sim.sweep, sim.executors\n"
+            "print(sim.report.figures.cdf_points([1.0, 2.0]))")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr

@@ -1,8 +1,8 @@
-"""Plotly figure builders shared by the reports (`sim.report`) and the Streamlit dashboard.
+"""Plotly figure builders shared by the reports (`sim.report.document`) and the Streamlit dashboard.
 
 Every builder is a function from plain data (lists, dicts, the run summary's JSON shape) to a
 `plotly.graph_objects.Figure`; none reads files, runs simulations or prints. Plotly is imported
-inside the functions, so `import sim.figures` works without it (only building a figure needs it).
+inside the functions, so `import sim.report.figures` works without it (only building a figure needs it).
 
 Data helpers (no plotly needed) turn a run into the plain data the builders take:
 

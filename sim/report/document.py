@@ -2,7 +2,7 @@
 
 `build_report(result)` turns a plan result (`sim.planner.plan`) or a sweep result
 (`sim.sweep.sweep`) into plain data: a title and sections, each with paragraphs, tables and the
-names of the charts (built by `sim.figures`) that belong to it. Then:
+names of the charts (built by `sim.report.figures`) that belong to it. Then:
 
 * `render_html(result)`: one self-contained file that opens offline. plotly.js is embedded inline
   once; every chart's data and layout are embedded as JSON; nothing is loaded from anywhere
@@ -33,7 +33,7 @@ from typing import Any
 
 from sim.errors import InputError
 from sim.files import read_text, write_text_atomic
-from sim.report_text import NO_PRICE, PRICED_COST_KEYS
+from sim.report.text import NO_PRICE, PRICED_COST_KEYS
 
 FORMATS = {".html": "html", ".htm": "html", ".md": "md", ".markdown": "md", ".json": "json"}
 PLOTLY_BEGIN = "<!-- plotly.js (embedded, offline) -->"
@@ -439,7 +439,7 @@ def build_report(result: Mapping, figs: Mapping | None = None) -> dict:
 
 
 def result_figures(result: Mapping) -> dict:
-    from sim import figures
+    from sim.report import figures
 
     return figures.plan_figures(result) if result.get("kind") == "plan" else figures.sweep_figures(result)
 
