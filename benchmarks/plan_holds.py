@@ -15,8 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from sim.executors import make_executor, make_task, run_task
-from sim.planner import (Candidate, candidates_from, criterion_for, load_plan_file, plan,
+from sim.planning.executors import make_executor, make_task, run_task
+from sim.planning.capacity import (Candidate, candidates_from, criterion_for, load_plan_file, plan,
                          settings_from_dict, with_deployment, with_load)
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "chat-8b.toml"

@@ -15,8 +15,8 @@ import os
 import time
 from pathlib import Path
 
-from sim.executors import make_executor
-from sim.planner import candidates_from, load_plan_file, plan, settings_from_dict
+from sim.planning.executors import make_executor
+from sim.planning.capacity import candidates_from, load_plan_file, plan, settings_from_dict
 
 SCENARIO = Path(__file__).resolve().parent.parent / "examples" / "chat-8b.toml"
 CANDIDATES = ["h100-sxm", "a100-80gb", "l40s", "l4"]

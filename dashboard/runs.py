@@ -71,9 +71,9 @@ def profile_text(name: str) -> str:
 @st.cache_data(max_entries=64, show_spinner="Planning: searching each candidate's capacity ...")
 def capacity_plan(scenario_json: str, candidates: tuple[str, ...], settings_json: str,
                   profile_stamp: str = "") -> dict[str, Any]:
-    """`sim.planner.plan` in this process (the serial executor), or {"error": message}.
+    """`sim.planning.capacity.plan` in this process (the serial executor), or {"error": message}.
     `profile_stamp` only keys the cache."""
-    from sim import planner
+    from sim.planning import capacity as planner
 
     where = "capacity plan"
     try:

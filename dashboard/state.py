@@ -20,7 +20,7 @@ from typing import Any
 
 from sim.metrics import SLO, Economics
 from sim.model_spec import PRESETS
-from sim.planner import PlanSettings
+from sim.planning.capacity import PlanSettings
 from sim.policies import SchedulerConfig
 from sim.scenario import DEFAULT_BATCHED_TOKENS, Deployment
 from sim.speculative import SpeculativeConfig
@@ -244,7 +244,7 @@ def candidate_options(device_counts: Mapping[str, int]) -> list[str]:
 
 def plan_settings(target_rate_per_s: float, seeds: int, stat: str, requests_per_run: int,
                   sensitivity: bool = False) -> dict[str, Any]:
-    """The [plan] table (less candidates) that `sim.planner.settings_from_dict` reads. Without
+    """The [plan] table (less candidates) that `sim.planning.capacity.settings_from_dict` reads. Without
     `sensitivity` the plan skips re-sizing at the planner's load factors (about twice as fast;
     the load slider answers the same question)."""
     return {"target_rate_per_s": float(target_rate_per_s), "seeds": int(seeds), "stat": stat,

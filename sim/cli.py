@@ -494,7 +494,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 def _plan_inputs(args: argparse.Namespace, table_name: str) -> tuple[dict, dict, str, Path]:
     """The scenario dict (with command-line SLO/seed overrides) and its [plan] or [sweep] table."""
-    from sim.planner import load_plan_file
+    from sim.planning.capacity import load_plan_file
 
     data, plan_table, sweep_table, where, base = load_plan_file(args.scenario)
     for key in ("deployment", "scheduler", "workload", "slo", "economics", "measurement", "speculative"):
@@ -516,7 +516,7 @@ def _plan_inputs(args: argparse.Namespace, table_name: str) -> tuple[dict, dict,
 def _executor(args: argparse.Namespace):
     import os
 
-    from sim.executors import make_executor
+    from sim.planning.executors import make_executor
 
     most = MAX_WORKERS_PER_CPU * (os.cpu_count() or 1)
     if args.workers is not None and not 1 <= args.workers <= most:
@@ -614,7 +614,7 @@ def _run_and_write(args: argparse.Namespace, label: str, units: str, run, warnin
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from sim.planner import candidates_from, plan, settings_from_dict
+    from sim.planning.capacity import candidates_from, plan, settings_from_dict
 
     check_writable(args.json)
     _check_report_paths(args.report)
@@ -632,8 +632,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from sim.planner import candidates_from
-    from sim.sweep import sweep
+    from sim.planning.capacity import candidates_from
+    from sim.planning.sweep import sweep
 
     check_writable(args.json)
     _check_report_paths(args.report)

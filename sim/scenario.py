@@ -11,7 +11,7 @@
     [economics]    price_usd_per_device_h, electricity_usd_per_kwh, pue, carbon_g_per_kwh,
                    hardware_usd_per_device, amortization_years
     [measurement]  warmup_fraction, drain_fraction, timeline_interval_s
-    [plan], [sweep] settings of `infercast plan` / `infercast sweep` (sim.planner); a run ignores them
+    [plan], [sweep] settings of `infercast plan` / `infercast sweep` (sim.planning.capacity); a run ignores them
 
 A run is refused up front (InputError) when its workload asks for more than MAX_REQUESTS_PER_RUN
 requests, or its deployment for more than MAX_REPLICAS replicas: a simulation of that size takes
@@ -131,7 +131,7 @@ class Scenario:
 
 _SECTIONS = {"seed", "model", "deployment", "scheduler", "workload", "slo", "economics", "measurement",
              "speculative"}
-_OTHER_COMMANDS_SECTIONS = {"plan", "sweep"}  # read by sim.planner / sim.sweep; a run ignores them
+_OTHER_COMMANDS_SECTIONS = {"plan", "sweep"}  # read by sim.planning.capacity / sim.planning.sweep; a run ignores them
 
 
 def _section(data: dict, key: str, where: str, cls: type, required: bool = False,

@@ -1,5 +1,5 @@
 """Capacity plan: target load + SLOs + candidates -> replicas, monthly cost and energy per
-candidate, and the recommendation (`sim.planner`), with the load on a slider."""
+candidate, and the recommendation (`sim.planning.capacity`), with the load on a slider."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import streamlit as st
 
 from dashboard import runs, state, views
 from sim.report import figures
-from sim.planner import PlanSettings
+from sim.planning.capacity import PlanSettings
 
 ss = st.session_state
 DEFAULT_CANDIDATES = ("h100-sxm", "a100-80gb", "l40s")

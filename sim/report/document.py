@@ -1,7 +1,7 @@
 """Capacity reports: one content model, three renderings (HTML, Markdown, JSON), plus terminal text.
 
-`build_report(result)` turns a plan result (`sim.planner.plan`) or a sweep result
-(`sim.sweep.sweep`) into plain data: a title and sections, each with paragraphs, tables and the
+`build_report(result)` turns a plan result (`sim.planning.capacity.plan`) or a sweep result
+(`sim.planning.sweep.sweep`) into plain data: a title and sections, each with paragraphs, tables and the
 names of the charts (built by `sim.report.figures`) that belong to it. Then:
 
 * `render_html(result)`: one self-contained file that opens offline. plotly.js is embedded inline

@@ -31,8 +31,8 @@ Builders (stable API; keyword arguments may grow, never be renamed):
             optional "<metric>_ci": [low, high]}]; one bar panel per metric.
 * `sensitivity_bars(rows)`
     rows: [{"label": str, "load_factor": float, "replicas": int | None}]; grouped bars.
-* `plan_figures(plan)` / `sweep_figures(sweep)`: every chart of a `sim.planner` plan result or
-    a `sim.sweep` sweep result, as {name: Figure} in report order.
+* `plan_figures(plan)` / `sweep_figures(sweep)`: every chart of a `sim.planning.capacity` plan result or
+    a `sim.planning.sweep` sweep result, as {name: Figure} in report order.
 """
 
 from __future__ import annotations
@@ -333,7 +333,7 @@ def _short(value: float | None) -> str:
 # ---- whole results ------------------------------------------------------------------------------
 
 def plan_figures(plan: Mapping) -> dict[str, Any]:
-    """Every chart of a plan result (`sim.planner.plan` as_dict), by name, in report order."""
+    """Every chart of a plan result (`sim.planning.capacity.plan` as_dict), by name, in report order."""
     cands = plan.get("candidates", [])
     slo = get_in(plan, "question", "slo") or {}
     figs: dict[str, Any] = {}
@@ -375,7 +375,7 @@ def bar_row(candidate: Mapping, plan: Mapping) -> dict[str, Any]:
 
 
 def sweep_figures(sweep: Mapping) -> dict[str, Any]:
-    """Every chart of a sweep result (`sim.sweep.sweep` as_dict), by name, in report order."""
+    """Every chart of a sweep result (`sim.planning.sweep.sweep` as_dict), by name, in report order."""
     slo = get_in(sweep, "question", "slo") or {}
     curves = [{"label": c["label"], "points": c.get("points", []),
                "saturation_rate_per_s": c.get("saturation_rate_per_s"),

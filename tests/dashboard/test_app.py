@@ -209,7 +209,7 @@ def test_capacity_plan_page_sizes_candidates_and_follows_the_load_slider(profile
 
 def test_the_capacity_report_is_self_contained_html(profiles_env, tmp_path):
     from dashboard import runs
-    from sim import planner
+    from sim.planning import capacity as planner
 
     scenario = state.scenario_dict(state.WhatIf(num_requests=200), "h100-sxm")
     settings = state.plan_settings(10.0, seeds=1, stat="p99", requests_per_run=200)

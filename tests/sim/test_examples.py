@@ -88,7 +88,7 @@ def test_every_listed_candidate_fits_the_model(example):
     KV cache (what `plan` checks up front for the candidates it is given)."""
     from sim.cost_model import CostModel
     from sim.kv_cache import kv_capacity
-    from sim.planner import load_plan_file, parse_candidate
+    from sim.planning.capacity import load_plan_file, parse_candidate
     from sim.profile import load_profile
     from sim.scenario import scenario_from_dict
 

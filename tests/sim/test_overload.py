@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sim.executors import SerialExecutor
+from sim.planning.executors import SerialExecutor
 from sim.overload import RequestTimes, in_system, overload_verdict, sustainable_rate, window_warnings
-from sim.planner import Candidate, Criterion, PlanSettings, plan, with_deployment, with_load
+from sim.planning.capacity import Candidate, Criterion, PlanSettings, plan, with_deployment, with_load
 from sim.scenario import run_scenario, scenario_from_dict
 
 

@@ -11,10 +11,10 @@ import sys
 
 import pytest
 
-from sim.executors import SerialExecutor
-from sim.planner import Candidate, PlanSettings, plan
+from sim.planning.executors import SerialExecutor
+from sim.planning.capacity import Candidate, PlanSettings, plan
 from sim.report.document import PLOTLY_BEGIN, PLOTLY_END, build_report, render_html, render_json, render_markdown
-from sim.sweep import sweep
+from sim.planning.sweep import sweep
 
 pytest.importorskip("plotly")
 
@@ -141,7 +141,7 @@ def test_figure_builders_take_plain_data():
 
 def test_sim_imports_without_plotly():
     code = ("import sys; sys.modules['plotly'] = None\n"
-            "import sim, sim.report.figures, sim.report.document, sim.planner, sim.sweep, sim.executors\n"
+            "import sim, sim.report.figures, sim.report.document, sim.planning.capacity, sim.planning.sweep, sim.planning.executors\n"
             "print(sim.report.figures.cdf_points([1.0, 2.0]))")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr

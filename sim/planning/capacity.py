@@ -41,7 +41,7 @@ conservative per-replica rate). Confidence intervals: the per-replica rate acros
 and the (1 - confidence) quantile), and a stratified percentile bootstrap (resampling requests
 within each seed) of the pooled p99 TTFT/TPOT/E2E at the verified size.
 
-Runs are pure functions of (scenario dict, seed) and go through an executor (`sim.executors`), in
+Runs are pure functions of (scenario dict, seed) and go through an executor (`sim.planning.executors`), in
 lockstep rounds: every round, each candidate's pending runs are submitted together. Ctrl-C stops
 the rounds; candidates already finished keep their results, the others are marked "interrupted".
 """
@@ -58,7 +58,7 @@ from typing import Any
 import numpy as np
 
 from sim.errors import InputError
-from sim.executors import Executor, SerialExecutor, make_task
+from sim.planning.executors import Executor, SerialExecutor, make_task
 
 HOURS_PER_MONTH = 8766.0 / 12.0
 STATS = ("mean", "p50", "p90", "p95", "p99")

@@ -2,10 +2,10 @@
 saturation, with the saturation point marked.
 
 Each point is one run of the scenario's deployment (its replica count and router; a candidate
-swaps the profile and TP degree) with the workload's arrival rate set to r (`sim.planner.with_load`:
+swaps the profile and TP degree) with the workload's arrival rate set to r (`sim.planning.capacity.with_load`:
 the arrival process keeps its shape, a trace is rescaled). All points use the scenario's seed, so
 the arrival gaps scale exactly with 1/r (common random numbers) and the curves are smooth. A run
-is sized by time as the planner's (`sim.planner.search_requests`: `run_duration_s` of arrivals, at
+is sized by time as the planner's (`sim.planning.capacity.search_requests`: `run_duration_s` of arrivals, at
 least `requests_per_run` requests), so a backlog has as long to show at every rate.
 
 Rates: given (`rates`), or automatic: the saturation point is searched first (x4 steps to bracket
@@ -14,7 +14,7 @@ Saturation: the deployment is *overloaded* when the work in the system grows thr
 measurement window (`summary["overloaded"]`, `sim.overload`). The saturation point is the geometric mean of the highest rate
 not overloaded and the lowest overloaded rate above it; `saturation_throughput_per_s` is the
 completion rate the overloaded run sustained. `max_rate_meeting_slo_per_s` is the highest rate
-below the first failure of the SLO criterion (`sim.planner.Criterion`; without SLOs: not
+below the first failure of the SLO criterion (`sim.planning.capacity.Criterion`; without SLOs: not
 overloaded). Ctrl-C keeps every finished point.
 """
 
@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from sim.errors import InputError
-from sim.executors import Executor, SerialExecutor, make_task
-from sim.planner import (SCHEMA_VERSION, SLO_METRICS, STATS, Candidate, Criterion, LoadShape, PlanSettings,
+from sim.planning.executors import Executor, SerialExecutor, make_task
+from sim.planning.capacity import (SCHEMA_VERSION, SLO_METRICS, STATS, Candidate, Criterion, LoadShape, PlanSettings,
                          ProgressFn, assumptions, capacity_estimate, compact_summary, drive, gather, load_shape,
                          profile_facts, rate_search, search_requests, with_deployment, with_load)
 

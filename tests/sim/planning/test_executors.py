@@ -7,8 +7,8 @@ import copy
 
 import pytest
 
-from sim.executors import LocalExecutor, SerialExecutor, make_executor, make_task, run_task
-from sim.planner import Candidate, PlanSettings, plan
+from sim.planning.executors import LocalExecutor, SerialExecutor, make_executor, make_task, run_task
+from sim.planning.capacity import Candidate, PlanSettings, plan
 
 SCENARIO = {"seed": 3, "model": "llama-3.2-1b", "deployment": {"profile": "l4", "router": "random"},
             "scheduler": {"max_num_seqs": 32},

@@ -11,8 +11,8 @@ import sys
 import pytest
 
 from sim.errors import InputError
-from sim.executors import SerialExecutor
-from sim.planner import (Candidate, Criterion, PlanSettings, candidates_from, criterion_for, gather,
+from sim.planning.executors import SerialExecutor
+from sim.planning.capacity import (Candidate, Criterion, PlanSettings, candidates_from, criterion_for, gather,
                          parse_candidate, plan, rate_search, settings_from_dict, with_load, workload_rate)
 from sim.scenario import run_scenario, scenario_from_dict
 
@@ -161,7 +161,7 @@ def test_ctrl_c_keeps_finished_work():
     assert all(c["status"] == "interrupted" for c in result["candidates"])
     assert sum(len(c["search_points"]) for c in result["candidates"]) == 5  # every finished run kept
 
-    from sim.sweep import sweep
+    from sim.planning.sweep import sweep
 
     swept = sweep(scenario, None, [100, 200, 300, 400], _InterruptAfter(3))
     assert swept["interrupted"] and len(swept["candidates"][0]["points"]) == 3
