@@ -1,7 +1,7 @@
 """Uploaded request traces: checked, stored by content, and read only by sim's trace parser.
 
 An upload is plain text or it is refused: the size is capped (`MAX_TRACE_BYTES`), the name must
-end in .csv or .jsonl, the bytes must be UTF-8 text without NUL bytes, and then `sim.traces`
+end in .csv or .jsonl, the bytes must be UTF-8 text without NUL bytes, and then `sim.traffic.traces`
 reads it as data (CSV or JSON lines; columns and types are checked there, the error names the
 line). Nothing uploaded is ever executed, imported or unpickled. A trace that passes is kept as
 `<upload dir>/<sha256 prefix>/<file name>`, so the same content always has the same path (the
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sim.errors import InputError
-from sim.traces import PLAIN_COLUMNS, load_trace
+from sim.traffic.traces import PLAIN_COLUMNS, load_trace
 
 MAX_TRACE_MB = 20
 MAX_TRACE_BYTES = MAX_TRACE_MB * 1024 * 1024

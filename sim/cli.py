@@ -577,8 +577,8 @@ def _write_outputs(result: dict, args: argparse.Namespace) -> None:
 def _trace_warnings(data: dict, where: str, base: Path) -> list[str]:
     """What replaying the scenario's trace changes (rows dropped, sorted); the planner's runs
     replay windows of it. Printed after the result, so that an error stays the only line."""
-    from sim import traces
-    from sim.workload import trace_from_dict, workload_warnings
+    from sim.traffic import traces
+    from sim.traffic.workload import trace_from_dict, workload_warnings
 
     workload = data.get("workload")
     if not isinstance(workload, dict) or "trace" not in workload:

@@ -6,7 +6,7 @@
                    speed_variability = true (the profile's measured step-time scatter, if it has one)
     [scheduler]    policy = "continuous" | "chunked" | "static", max_num_seqs,
                    max_num_batched_tokens, block_size_tokens, max_batch_size, max_queue_delay_s
-    [workload]     see sim.workload.workload_from_dict (arrivals + lengths, closed loop, or a trace)
+    [workload]     see sim.traffic.workload.workload_from_dict (arrivals + lengths, closed loop, or a trace)
     [slo]          ttft_s, tpot_s, e2e_s
     [economics]    price_usd_per_device_h, electricity_usd_per_kwh, pue, carbon_g_per_kwh,
                    hardware_usd_per_device, amortization_years
@@ -47,7 +47,7 @@ from sim.policies import POLICIES, SchedulerConfig, make_scheduler
 from sim.profile import Profile, load_profile
 from sim.speculative import SpeculativeConfig, SpeculativeCostModel
 from sim.speed_variability import SpeedProcess
-from sim.workload import (ClosedLoop, WorkloadSpec, arrival_problem, generate, workload_from_dict,
+from sim.traffic.workload import (ClosedLoop, WorkloadSpec, arrival_problem, generate, workload_from_dict,
                           workload_warnings)
 
 DEFAULT_BATCHED_TOKENS = {"continuous": 8192, "chunked": 2048, "static": 8192}
@@ -283,7 +283,7 @@ class Prepared:
     timeline_interval_s: float
     router_rng: np.random.Generator
     is_offline: bool
-    # how the request table was made (sim.workload.RequestTable.notes: rows dropped or moved, ...)
+    # how the request table was made (sim.traffic.workload.RequestTable.notes: rows dropped or moved, ...)
     workload_notes: dict[str, int] = field(default_factory=dict)
 
     def make_schedulers(self, recorder: RunRecorder) -> list:

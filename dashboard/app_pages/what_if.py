@@ -10,7 +10,7 @@ from sim.engine import ROUTERS
 from sim.errors import InputError
 from sim.model_spec import KV_DTYPES, PRESETS, WEIGHT_DTYPES
 from sim.policies import POLICIES
-from sim.traces import BUILTIN_TRACES
+from sim.traffic.traces import BUILTIN_TRACES
 
 K = state.widget_key
 ss = st.session_state

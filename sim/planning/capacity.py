@@ -261,7 +261,7 @@ def workload_rate(scenario_dict: dict, where: str) -> float:
                              "request rate to plan for; use a finite rate")
         return rate
     if process == "piecewise":
-        from sim.workload import arrival_from_dict
+        from sim.traffic.workload import arrival_from_dict
 
         return float(arrival_from_dict(arrival, where).mean_rate_per_s)
     raise InputError(where, "workload.arrival.process", f"planning needs an open-loop arrival process with a "
@@ -269,8 +269,8 @@ def workload_rate(scenario_dict: dict, where: str) -> float:
 
 
 def _trace_arrivals(trace: dict) -> np.ndarray:
-    from sim.traces import load_trace_spec
-    from sim.workload import TraceSpec
+    from sim.traffic.traces import load_trace_spec
+    from sim.traffic.workload import TraceSpec
 
     spec = TraceSpec(path=trace["path"], format=trace.get("format", "auto"), start_s=trace.get("start_s", 0.0),
                      max_requests=trace.get("max_requests"), zero_output=trace.get("zero_output", "auto"))
@@ -433,7 +433,7 @@ def capacity_estimate(scenario_dict: dict, cand: Candidate, profile: Any, where:
     from sim.cost_model import CostModel
     from sim.kv_cache import kv_capacity
     from sim.scenario import scenario_from_dict
-    from sim.workload import generate
+    from sim.traffic.workload import generate
 
     sc = scenario_from_dict(with_deployment(scenario_dict, cand, 1), where)
     model = sc.model_spec()

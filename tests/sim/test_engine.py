@@ -249,7 +249,7 @@ def test_trace_replay_reproduces_the_azure_conversation_trace(profile_path):
                                                       scheduler={"policy": "chunked"})))
     reqs = result.recorder.requests
     import csv
-    from sim.traces import resolve_trace_path
+    from sim.traffic.traces import resolve_trace_path
     with open(resolve_trace_path("azure-conv-2023")) as fh:
         rows = list(csv.DictReader(fh))
     assert len(reqs) == len(rows) == 19366

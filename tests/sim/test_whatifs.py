@@ -103,7 +103,7 @@ def infinite_cache_hit_rate(table) -> float:
 
 @pytest.mark.parametrize("memory_bytes", [80e9, 800e9])
 def test_prefix_caching_on_the_mooncake_trace(tmp_path, toy_profile_dict, memory_bytes):
-    from sim.traces import load_trace
+    from sim.traffic.traces import load_trace
 
     toy_profile_dict["device"]["memory_bytes"] = memory_bytes
     path = tmp_path / "toy.json"

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from sim.errors import InputError
 from sim.request import RequestSpec
-from sim.workload import (
+from sim.traffic.workload import (
     AllAtOnce,
     ClosedLoop,
     Constant,

@@ -8,7 +8,7 @@ Modelled:
 * a closed loop (a fixed number of users, each sending its next request when the previous one
   finished, after a think time): a plain config object, the engine drives it;
 * prompt and output lengths drawn independently from fixed, uniform, lognormal or empirical
-  distributions, or replayed from a real trace (`sim.traces`), which keeps each request's
+  distributions, or replayed from a real trace (`sim.traffic.traces`), which keeps each request's
   input/output pairing and prefix hashes.
 
 Assumed:
@@ -581,7 +581,7 @@ ARRIVAL_PROCESSES: dict[str, type] = {c.kind: c for c in (
 
 @dataclass(frozen=True)
 class TraceSpec:
-    """Replay a trace file (or built-in trace, see `sim.traces.list_builtin_traces`).
+    """Replay a trace file (or built-in trace, see `sim.traffic.traces.list_builtin_traces`).
 
     Applied in this order: keep requests arriving at or after start_s (seconds after the trace's
     first request), then the first max_requests of them, shift to t = 0, then rescale time:
@@ -686,7 +686,7 @@ def _arrival_times(arrival: ArrivalProcess | ClosedLoop, rng: np.random.Generato
 
 
 def _load_trace(trace: TraceSpec) -> RequestTable:
-    from sim import traces  # deferred: sim.traces builds RequestTables, so it imports this module
+    from sim.traffic import traces  # deferred: sim.traffic.traces builds RequestTables, so it imports this module
 
     return traces.load_trace_spec(trace)
 
@@ -836,7 +836,7 @@ def lengths_from_dict(d: object, where: str, path: str, column: str = "prompt_to
     if ("values" in d) == ("trace" in d):
         raise InputError(where, f"{path}.values", "give either values or trace")
     if "trace" in d:
-        from sim import traces  # deferred, see _load_trace
+        from sim.traffic import traces  # deferred, see _load_trace
 
         kwargs.setdefault("column", column)
         if kwargs["column"] not in ("prompt_tokens", "output_tokens"):
@@ -851,7 +851,7 @@ def trace_from_dict(d: object, where: str, path: str = "workload.trace",
                     base_dir: str | Path | None = None) -> TraceSpec:
     """{"path": ..., "format", "time_scale" | "rate_per_s", "start_s", "max_requests", "zero_output"}
     or just the path/name as a string. A relative path is taken relative to base_dir when given."""
-    from sim import traces  # deferred, see _load_trace
+    from sim.traffic import traces  # deferred, see _load_trace
 
     d = {"path": d} if isinstance(d, str) else _mapping(d, where, path, "trace settings")
     spec = _build(TraceSpec, _kwargs(TraceSpec, d, where, path, None), where, path)

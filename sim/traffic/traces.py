@@ -40,9 +40,9 @@ from typing import IO, Any, NoReturn
 import numpy as np
 
 from sim.errors import InputError
-from sim.workload import RequestTable, TraceSpec
+from sim.traffic.workload import RequestTable, TraceSpec
 
-TRACE_DIR = Path(__file__).parent / "data" / "traces"
+TRACE_DIR = Path(__file__).parent.parent / "data" / "traces"
 MOONCAKE_BLOCK_TOKENS = 512
 
 

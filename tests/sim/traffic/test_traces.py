@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sim import traces
+from sim.traffic import traces
 from sim.errors import InputError
-from sim.traces import BUILTIN_TRACES, TRACE_DIR, list_builtin_traces, load_trace
+from sim.traffic.traces import BUILTIN_TRACES, TRACE_DIR, list_builtin_traces, load_trace
 
 
 def raw_csv(name: str) -> list[list[str]]:
