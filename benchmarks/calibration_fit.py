@@ -39,8 +39,8 @@ from calibrate.power import make_meter  # noqa: E402
 from calibrate.runner import Runner  # noqa: E402
 from calibrate.sweep import Grid, run_sweep  # noqa: E402
 from sim.cost_model import CostModel  # noqa: E402
-from sim.model_spec import resolve_model  # noqa: E402
-from sim.profile import load_profile  # noqa: E402
+from sim.spec.model import resolve_model  # noqa: E402
+from sim.spec.profile import load_profile  # noqa: E402
 
 DEFAULT_PROFILE = ROOT / "profiles" / "amd-epyc-2vcpu-cpu.json"
 

@@ -18,8 +18,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sim.cost_model import CostModel  # noqa: E402
-from sim.model_spec import ModelSpec, get_preset  # noqa: E402
-from sim.profile import REPO_PROFILES_DIR, Profile, load_profile  # noqa: E402
+from sim.spec.model import ModelSpec, get_preset  # noqa: E402
+from sim.spec.profile import REPO_PROFILES_DIR, Profile, load_profile  # noqa: E402
 from sim.report.catalog import fits_report  # noqa: E402
 
 CONTEXT = 1024

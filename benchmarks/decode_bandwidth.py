@@ -26,7 +26,7 @@ import torch  # noqa: E402
 from calibrate.devices import describe_device  # noqa: E402
 from calibrate.microbench import measure_bandwidth  # noqa: E402
 from calibrate.runner import Runner  # noqa: E402
-from sim.model_spec import resolve_model  # noqa: E402
+from sim.spec.model import resolve_model  # noqa: E402
 from sim.plan import StepPlan  # noqa: E402
 
 

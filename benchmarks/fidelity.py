@@ -64,7 +64,7 @@ def main() -> None:
 
     from calibrate.speed_track import stored_wander, wander_summary
     from calibrate.validate import default_suite, drift_line, format_diagnostics, format_rows, percent, validate_all
-    from sim.profile import load_profile
+    from sim.spec.profile import load_profile
     from sim.scenario import scenario_from_dict
 
     profile = load_profile(args.profile)

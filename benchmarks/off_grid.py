@@ -77,8 +77,8 @@ def main() -> None:
     from calibrate.runner import Runner
     from calibrate.steps_alone import StepRecipe, time_alone
     from sim.cost_model import CostModel
-    from sim.model_spec import resolve_model
-    from sim.profile import load_profile
+    from sim.spec.model import resolve_model
+    from sim.spec.profile import load_profile
 
     profile = load_profile(args.profile)
     spec = resolve_model(profile.provenance["calibration_model"])

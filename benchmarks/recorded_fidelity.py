@@ -48,7 +48,7 @@ def main() -> None:
 
     from calibrate.speed_variability import measure_speed_variability
     from calibrate.validate import SPEED_DRAWS, default_suite, in_profile_dtype, predict
-    from sim.profile import profile_from_dict
+    from sim.spec.profile import profile_from_dict
     from sim.scenario import scenario_from_dict
 
     draws = args.draws or SPEED_DRAWS

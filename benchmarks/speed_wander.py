@@ -70,7 +70,7 @@ def from_profiles(paths: list[Path]) -> None:
 def measure(seconds: float, model: str, dtype: str) -> None:
     from calibrate.runner import Runner
     from calibrate.steps_alone import StepRecipe, time_alone
-    from sim.model_spec import resolve_model
+    from sim.spec.model import resolve_model
 
     spec = resolve_model(model).with_dtypes(dtype, dtype)
     runner = Runner(spec, dtype, "cpu", 9, 1024)

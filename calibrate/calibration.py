@@ -40,8 +40,8 @@ from calibrate.sweep import Grid, ModelSweep, Point, PointRunner, SweepResult, m
 from calibrate.wake import measure_wake
 from sim.cost_model import CostModel
 from sim.errors import InputError
-from sim.model_spec import BYTES_PER_ELEMENT, ModelSpec, resolve_model
-from sim.profile import Profile, profile_from_dict, write_profile
+from sim.spec.model import BYTES_PER_ELEMENT, ModelSpec, resolve_model
+from sim.spec.profile import Profile, profile_from_dict, write_profile
 
 MEMORY_HEADROOM = 0.85  # a grid may plan to use at most this share of the free memory
 WAKE_BUDGET_S, WAKE_SHARE = 8.0, 0.03  # the wake-up's rounds take at most this (and share of the budget)

@@ -216,7 +216,7 @@ def _command(argv: list[str]) -> int:
 
 def fit_command(args: argparse.Namespace) -> int:
     from calibrate.fit import fit_profile
-    from sim.profile import load_profile, write_profile
+    from sim.spec.profile import load_profile, write_profile
 
     profile = load_profile(args.profile)
     document = profile.raw

@@ -19,7 +19,7 @@ import statistics
 
 from calibrate.real_engine import serve
 from calibrate.runner import Runner
-from sim.profile import Profile
+from sim.spec.profile import Profile
 from sim.scenario import prepare, scenario_from_dict
 
 LOOP_REQUESTS = 16

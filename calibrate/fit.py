@@ -11,7 +11,7 @@ What is fitted (see `sim.cost_model` for the form; it is evaluated, never re-imp
   * cached_attention_efficiency and prefix_key_layer_overhead_s: attention over keys of earlier
     steps, per pair and per chunk's prefix key, where some point has a chunk after a prefix (a
     decode's one query per key is KV-bound and cannot tell them apart);
-  * where `sim.profile.CostParams` has them (proposed extensions): kv_memory_efficiency (bandwidth
+  * where `sim.spec.profile.CostParams` has them (proposed extensions): kv_memory_efficiency (bandwidth
     fraction of decode attention's KV reads) and matmul_width_exponent (GEMM efficiency growing
     with the model's width; needs points of two widths).
 Peak FLOP/s and bandwidth come from the microbenchmarks and stay fixed; wake_slowdown_curve is
@@ -45,14 +45,14 @@ from scipy.optimize import least_squares
 
 from calibrate.speed_variability import measure_speed_variability
 from sim.cost_model import CostModel
-from sim.model_spec import ModelSpec
+from sim.spec.model import ModelSpec
 from sim.plan import StepShape
-from sim.profile import MAX_MEASURED_MATMUL_EFFICIENCY, CostParams, Profile, profile_from_dict
+from sim.spec.profile import MAX_MEASURED_MATMUL_EFFICIENCY, CostParams, Profile, profile_from_dict
 
 MIN_EFFICIENCY = 1e-4
 MAX_EFFICIENCY = 1.5  # the profile schema's bound on memory and attention efficiencies
 # The matmul curve is bounded by MAX_MEASURED_MATMUL_EFFICIENCY: it is stated for width 4096 (see
-# sim.profile), and a bound that binds is a form error (it held the width exponent down).
+# sim.spec.profile), and a bound that binds is a form error (it held the width exponent down).
 SMOOTHNESS_WEIGHT = 0.02  # per unit of second difference of log efficiency; weak on purpose
 OVERHEAD_SCALE_S = 1e-3  # overheads are fitted in ms, so every unknown is O(1)
 
@@ -73,7 +73,7 @@ def spec_from_dict(data: dict) -> ModelSpec:
 
 
 # Efficiencies the fit knows; the optional ones (proposed additions to the cost model, see the
-# calibration report) are fitted only where sim.profile.CostParams has them.
+# calibration report) are fitted only where sim.spec.profile.CostParams has them.
 EFFICIENCIES = ("memory_efficiency", "attention_efficiency")
 OPTIONAL_EFFICIENCIES = ("kv_memory_efficiency",)
 # attention over the cache: fitted only where some point has a chunk after a prefix (more than one

@@ -1,6 +1,6 @@
 """Assemble a measured hardware-profile document (the JSON of `profiles/*.json`) from a calibration.
 
-The document follows `sim.profile` (schema version 1): identity, device capacities (measured
+The document follows `sim.spec.profile` (schema version 1): identity, device capacities (measured
 bandwidth and achieved large-GEMM FLOP/s), provenance, the cost model (fitted by `calibrate.fit`),
 the power model, an optional price and the raw measurements. The power model is derived here from
 the energy readings of the decode and prefill sweeps: busy power = joules / seconds over all points
@@ -14,7 +14,7 @@ import re
 import socket
 from typing import Any
 
-from sim.profile import SCHEMA_VERSION
+from sim.spec.profile import SCHEMA_VERSION
 
 INFERCAST_VERSION = "0.1.0"
 

@@ -41,7 +41,7 @@ from calibrate.devices import resolve_device, synchronize
 from calibrate.kv_cache import KVCache
 from calibrate.model import (DecodeRun, SeqSpan, StepBatch, Transformer, load_safetensors,
                              weight_bytes)
-from sim.model_spec import ModelSpec
+from sim.spec.model import ModelSpec
 from sim.plan import StepPlan
 
 DEFAULT_MAX_SEQ_LEN = 2048

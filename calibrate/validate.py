@@ -58,9 +58,9 @@ from calibrate.steps_alone import ALONE_STEPS, evenly, steps_alone
 from calibrate.sweep import Point, PointRunner
 from sim.cost_model import CostModel, KindScaledCost
 from sim.errors import InputError
-from sim.model_spec import resolve_model
+from sim.spec.model import resolve_model
 from sim.plan import StepShape
-from sim.profile import Profile, at_time_factor
+from sim.spec.profile import Profile, at_time_factor
 from sim.replay import Replay, replay_scenario
 from sim.scenario import Prepared, RunResult, Scenario, has_speed_variability, prepare, run_prepared
 

@@ -148,7 +148,7 @@ def check_profile(profile, device: str) -> None:
 def _check_scenario_device(path: str, profile) -> None:
     """A scenario whose deployment names a profile of another kind of device (an example written
     for a GPU) is not this machine's workload: refused rather than served for hours."""
-    from sim.profile import load_profile
+    from sim.spec.profile import load_profile
     from sim.scenario import load_scenario_dict
 
     data = load_scenario_dict(path)
@@ -207,7 +207,7 @@ def validate_command(argv: list[str]) -> int:
     from calibrate.speed_track import stored_wander, wander_summary
     from calibrate.validate import drift_line, format_diagnostics, format_rows, validate_all
     from sim.files import check_writable, write_text_atomic
-    from sim.profile import load_profile, write_profile
+    from sim.spec.profile import load_profile, write_profile
     from sim.scenario import scenario_from_dict
 
     args, rest = build_parser().parse_known_args(argv)

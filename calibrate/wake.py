@@ -13,7 +13,7 @@ WAKE_IDLES_S, in shuffled rounds so the machine's drift falls on all of them. Th
 idle is the ratio of its median to the back-to-back median, minus one, made non-decreasing in
 idle (a longer sleep never wakes faster; the medians' noise would say so). It is
 `cost_model.wake_slowdown_curve`: the simulator stretches the first step after every idle wait by
-it (`sim.profile.wake_slowdown`).
+it (`sim.spec.profile.wake_slowdown`).
 """
 
 from __future__ import annotations

@@ -12,9 +12,9 @@ from typing import Any
 
 from sim.cost_model import CostModel
 from sim.errors import InputError
-from sim.model_spec import ModelSpec, resolve_model
+from sim.spec.model import ModelSpec, resolve_model
 from sim.plan import StepShape
-from sim.profile import Profile
+from sim.spec.profile import Profile
 
 DECODE_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 PREFILL_TOKENS = (128, 256, 512, 1024, 2048, 4096, 8192)

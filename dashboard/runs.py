@@ -15,7 +15,7 @@ import streamlit as st
 
 from sim.report import catalog as profile_catalog, figures
 from sim.errors import InputError
-from sim.profile import Profile, list_profiles, load_profile, resolve_profile_path
+from sim.spec.profile import Profile, list_profiles, load_profile, resolve_profile_path
 from sim.scenario import run_scenario, scenario_from_dict
 
 TIMELINE_POINTS = 3000  # per run, all replicas together: enough for a 1000-px-wide chart

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sim.metrics import SLO, Economics
-from sim.model_spec import PRESETS
+from sim.spec.model import PRESETS
 from sim.planning.capacity import PlanSettings
 from sim.policies import SchedulerConfig
 from sim.scenario import DEFAULT_BATCHED_TOKENS, Deployment

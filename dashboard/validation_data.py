@@ -25,7 +25,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from sim.profile import Profile
+from sim.spec.profile import Profile
 
 MAX_RESULT_BYTES = 5 * 1024 * 1024
 PROVENANCE_KEYS = ("validation", "fidelity")

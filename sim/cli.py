@@ -260,7 +260,7 @@ def _set(d: dict, dotted: str, value, where: str = "command line") -> None:
 
 
 def scenario_dict_from_args(args: argparse.Namespace) -> tuple[dict, str, Path | None]:
-    from sim.model_spec import resolve_model
+    from sim.spec.model import resolve_model
     from sim.scenario import load_scenario_dict
 
     if args.model is not None:
@@ -411,7 +411,7 @@ def cmd_profiles(args: argparse.Namespace) -> int:
     if args.action == "show":
         print(profile_catalog.show(args.profile))
         return 0
-    from sim.profile import list_profiles
+    from sim.spec.profile import list_profiles
 
     paths = args.paths or [str(p) for p in list_profiles()]
     bad = 0

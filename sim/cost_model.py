@@ -50,9 +50,9 @@ import math
 from dataclasses import dataclass, replace
 
 from sim.errors import InputError
-from sim.model_spec import BYTES_PER_ELEMENT, ModelSpec
+from sim.spec.model import BYTES_PER_ELEMENT, ModelSpec
 from sim.plan import StepShape
-from sim.profile import CostParams, Profile, interpolate_log, wake_slowdown
+from sim.spec.profile import CostParams, Profile, interpolate_log, wake_slowdown
 
 COMPUTE_DTYPE_OF_WEIGHTS = {"fp32": "fp32", "bf16": "bf16", "fp16": "fp16", "fp8": "fp8",
                             "int8": "bf16", "int4": "bf16"}

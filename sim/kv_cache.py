@@ -18,8 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sim.errors import InputError
-from sim.model_spec import BYTES_PER_ELEMENT, ModelSpec
-from sim.profile import Profile
+from sim.spec.model import BYTES_PER_ELEMENT, ModelSpec
+from sim.spec.profile import Profile
 
 
 class KVCacheManager:

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 from sim.cost_model import CostModel, StepCost
 from sim.plan import StepShape
-from sim.profile import Profile
+from sim.spec.profile import Profile
 from sim.scenario import RunResult, Scenario, prepare, run_prepared
 
 

@@ -42,9 +42,9 @@ from sim.errors import InputError
 from sim.files import read_text
 from sim.kv_cache import KVCacheManager, KVCapacity, kv_capacity
 from sim.metrics import SLO, Economics, RunContext, RunRecorder, summarize
-from sim.model_spec import KV_DTYPES, WEIGHT_DTYPES, ModelSpec, resolve_model
+from sim.spec.model import KV_DTYPES, WEIGHT_DTYPES, ModelSpec, resolve_model
 from sim.policies import POLICIES, SchedulerConfig, make_scheduler
-from sim.profile import Profile, load_profile
+from sim.spec.profile import Profile, load_profile
 from sim.speculative import SpeculativeConfig, SpeculativeCostModel
 from sim.speed_variability import SpeedProcess
 from sim.traffic.workload import (ClosedLoop, WorkloadSpec, arrival_problem, generate, workload_from_dict,

@@ -16,9 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sim.cost_model import CostModel, StepCost
-from sim.model_spec import ModelSpec
+from sim.spec.model import ModelSpec
 from sim.plan import StepShape
-from sim.profile import Profile
+from sim.spec.profile import Profile
 
 
 @dataclass(frozen=True)

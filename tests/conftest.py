@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from sim.profile import profile_from_dict
+from sim.spec.profile import profile_from_dict
 
 TOY_PROFILE = {
     "schema_version": 1,

@@ -8,7 +8,7 @@ import streamlit as st
 from sim.report import figures
 from dashboard import profile_data, runs, state, views
 from sim.errors import InputError
-from sim.model_spec import KV_DTYPES, PRESETS, WEIGHT_DTYPES
+from sim.spec.model import KV_DTYPES, PRESETS, WEIGHT_DTYPES
 
 ss = st.session_state
 

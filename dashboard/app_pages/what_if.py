@@ -8,7 +8,7 @@ from dashboard import runs, state, uploads, views
 from sim.report import figures
 from sim.engine import ROUTERS
 from sim.errors import InputError
-from sim.model_spec import KV_DTYPES, PRESETS, WEIGHT_DTYPES
+from sim.spec.model import KV_DTYPES, PRESETS, WEIGHT_DTYPES
 from sim.policies import POLICIES
 from sim.traffic.traces import BUILTIN_TRACES
 

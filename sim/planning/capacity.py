@@ -541,7 +541,7 @@ def _quantile(values: Sequence[float], q: float, method: str) -> float:
 
 def _candidate(ctx: _Context, cand: Candidate, record: dict) -> Coroutine:
     """The whole plan of one candidate; fills `record` as it goes (so an interrupt keeps it)."""
-    from sim.profile import load_profile
+    from sim.spec.profile import load_profile
 
     profile = load_profile(cand.profile)
     record.update(profile_facts(cand, profile))
@@ -755,7 +755,7 @@ def plan(scenario_dict: dict, candidates: Sequence[Candidate], settings: PlanSet
          executor: Executor | None = None, where: str = "<scenario>", base_dir: str | Path | None = None,
          progress: ProgressFn | None = None) -> dict:
     """The capacity plan as plain data (the JSON that `infercast report` renders)."""
-    from sim.profile import load_profile
+    from sim.spec.profile import load_profile
     from sim.scenario import scenario_from_dict
 
     settings = settings or PlanSettings()

@@ -41,7 +41,7 @@ def make_task(scenario: dict, profile_doc: dict | None = None, profile_path: str
 def run_task(task: dict[str, Any]) -> dict[str, Any]:
     """Run one simulation task and return plain data: {"summary", and the requested extras}."""
     from sim.report.figures import latency_cdf_data, timeline_data
-    from sim.profile import profile_from_dict
+    from sim.spec.profile import profile_from_dict
     from sim.scenario import run_scenario, scenario_from_dict
 
     scenario = scenario_from_dict(task["scenario"], "<task>")

@@ -45,7 +45,7 @@ def _task(scenario: dict, cand: Candidate, profile: Any, replicas: int, rate: fl
 
 def _candidate(scenario: dict, cand: Candidate, replicas: int, rates: Sequence[float] | None,
                settings: PlanSettings, shape: LoadShape, seed: int, where: str):
-    from sim.profile import load_profile
+    from sim.spec.profile import load_profile
 
     profile = load_profile(cand.profile)
 
@@ -108,7 +108,7 @@ def sweep(scenario_dict: dict, candidates: Sequence[Candidate] | None = None, ra
     """Latency/throughput curves as plain data (the JSON that `infercast report` renders).
     rates None: automatic (see the module docstring)."""
     from sim.cost_model import CostModel
-    from sim.profile import load_profile
+    from sim.spec.profile import load_profile
     from sim.scenario import scenario_from_dict
 
     if stat not in STATS:

@@ -4,7 +4,7 @@ Pure functions behind `infercast profiles list|show|validate [PATH]`; they retur
 and never print.
 
 `validate_file` runs independent checks, one per section, and returns every problem it finds
-(the loader, `sim.profile.profile_from_dict`, stops at the first); it adds physics sanity the
+(the loader, `sim.spec.profile.profile_from_dict`, stops at the first); it adds physics sanity the
 loader leaves out: efficiencies in (0, 1], prefill_w >= decode_w >= idle_w, dates that parse,
 a non-negative price. Whatever the loader would still reject is appended, so an empty list
 means the file loads.
@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sim.errors import InputError
-from sim.model_spec import ModelSpec
-from sim.profile import (DTYPES, MAX_MEASURED_MATMUL_EFFICIENCY, POWER_METHODS, SCHEMA_VERSION,
+from sim.spec.model import ModelSpec
+from sim.spec.profile import (DTYPES, MAX_MEASURED_MATMUL_EFFICIENCY, POWER_METHODS, SCHEMA_VERSION,
                          SOURCES, Profile, list_profiles, load_profile, parse_json, profile_from_dict)
 from sim.files import read_text
 
@@ -240,7 +240,7 @@ def _check_cost_model(data: dict, add: Add) -> None:
 
 
 def _is_wake_curve(wake) -> bool:
-    """[[idle_s > 0, slowdown >= 0], ...] with idle times increasing (sim.profile.wake_slowdown)."""
+    """[[idle_s > 0, slowdown >= 0], ...] with idle times increasing (sim.spec.profile.wake_slowdown)."""
     def is_point(w) -> bool:
         return (isinstance(w, (list, tuple)) and len(w) == 2
                 and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)

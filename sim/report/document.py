@@ -590,7 +590,7 @@ def write_report(result: Mapping, path: str | Path) -> str:
 def load_result(path: str | Path) -> dict:
     """A plan or sweep result JSON (as `infercast plan --json` writes), or a report.json holding one,
     with the fields a report reads (InputError naming the first one missing)."""
-    from sim.profile import parse_json
+    from sim.spec.profile import parse_json
 
     data = parse_json(read_text(path, "plan or sweep result"), str(path))
     if isinstance(data, dict) and "result" in data and "sections" in data:

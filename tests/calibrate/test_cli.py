@@ -13,7 +13,7 @@ pytest.importorskip("scipy")
 
 from calibrate import power  # noqa: E402
 from calibrate.cli import main  # noqa: E402
-from sim.profile import load_profile  # noqa: E402
+from sim.spec.profile import load_profile  # noqa: E402
 
 # A budget no machine misses, however busy: the tiny grid's run ends on its own (every point at
 # its target number of timings) in seconds, so what it measures does not hang on the machine's speed.

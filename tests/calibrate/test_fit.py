@@ -11,9 +11,9 @@ pytest.importorskip("scipy")
 from calibrate.fit import curve_knots, fit_profile  # noqa: E402
 from calibrate.profile_builder import build_document, power_section  # noqa: E402
 from sim.cost_model import CostModel  # noqa: E402
-from sim.model_spec import PRESETS, ModelSpec  # noqa: E402
+from sim.spec.model import PRESETS, ModelSpec  # noqa: E402
 from sim.plan import StepShape, PrefillChunk, StepPlan  # noqa: E402
-from sim.profile import profile_from_dict  # noqa: E402
+from sim.spec.profile import profile_from_dict  # noqa: E402
 
 SHAPE_FIELDS = ("num_tokens", "num_seqs", "num_sampled", "context_tokens", "attention_pairs",
                 "num_prefill_tokens", "cached_pairs", "prefix_tokens")

@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 from calibrate.model import (Linear, MoE, Transformer, load_hf_state_dict,  # noqa: E402
                              weight_bytes)
 from calibrate.runner import Runner  # noqa: E402
-from sim.model_spec import PRESETS  # noqa: E402
+from sim.spec.model import PRESETS  # noqa: E402
 from sim.plan import PrefillChunk, StepPlan  # noqa: E402
 
 ATOL = 1e-4

@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 from calibrate.power import EnergyMeter  # noqa: E402
 from calibrate.sweep import (Grid, bisection_levels, grid_points, run_sweep, shape_of,  # noqa: E402
                              target_samples)
-from sim.model_spec import PRESETS  # noqa: E402
+from sim.spec.model import PRESETS  # noqa: E402
 from sim.plan import StepPlan  # noqa: E402
 
 

@@ -18,7 +18,7 @@ from calibrate.validate import (MachineSpeed, SpeedProbe, drift_line, retime_alo
                                 serving_order, set_up, step_errors, step_kind, validate,
                                 validate_all)
 from calibrate.validate_cli import main as validate_main  # noqa: E402
-from sim.profile import load_profile  # noqa: E402
+from sim.spec.profile import load_profile  # noqa: E402
 from sim.scenario import prepare, scenario_from_dict  # noqa: E402
 
 # a budget no machine misses: the run ends on its own in seconds, whatever else the machine runs
@@ -268,7 +268,7 @@ def test_median_summary_and_run_spread():
 
 def test_step_errors_compare_each_real_step_with_the_cost_model(tiny_profile):
     from sim.cost_model import CostModel
-    from sim.model_spec import get_preset
+    from sim.spec.model import get_preset
     from sim.plan import StepShape
 
     cost = CostModel(get_preset("tiny").with_dtypes(weight_dtype="fp32"), load_profile(tiny_profile))

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from sim.cost_model import CostModel
-from sim.model_spec import get_preset
+from sim.spec.model import get_preset
 from sim.plan import StepShape
-from sim.profile import profile_from_dict
+from sim.spec.profile import profile_from_dict
 from tests.conftest import TOY_PROFILE
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"

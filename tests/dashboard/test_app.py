@@ -19,7 +19,7 @@ from dashboard import state, uploads, validation_data, views  # noqa: E402
 from sim import cli  # noqa: E402
 from sim.report import figures  # noqa: E402
 from sim.errors import InputError  # noqa: E402
-from sim.profile import load_profile  # noqa: E402
+from sim.spec.profile import load_profile  # noqa: E402
 from sim.scenario import run_scenario, scenario_from_dict  # noqa: E402
 from tests.dashboard.conftest import APP, MEASURED_FACTORS, MEASURED_NAME  # noqa: E402
 
@@ -243,7 +243,7 @@ def test_profiles_page_shows_provenance_fit_and_comparison(profiles_env):
 
 def test_measured_points_are_compared_with_the_cost_model():
     from dashboard import profile_data
-    from sim.profile import profile_from_dict
+    from sim.spec.profile import profile_from_dict
     from tests.dashboard.conftest import measured_profile
 
     rows = profile_data.measured_points(profile_from_dict(measured_profile(), "m.json"))

@@ -8,9 +8,9 @@ import pytest
 
 from sim.cost_model import CostModel, line_total, matmul_efficiency, steps_within
 from sim.errors import InputError
-from sim.model_spec import get_preset
+from sim.spec.model import get_preset
 from sim.plan import PrefillChunk, StepPlan, StepShape
-from sim.profile import profile_from_dict
+from sim.spec.profile import profile_from_dict
 
 
 @pytest.mark.parametrize("cached_efficiency", [None, 0.01, 1.0])  # cached attention KV- or FLOP-bound
@@ -107,7 +107,7 @@ def test_tp_beyond_the_machine_is_an_input_error(toy_profile):
 
 
 def test_a_machine_at_time_factor_takes_that_much_longer_for_every_step(toy_profile):
-    from sim.profile import at_time_factor
+    from sim.spec.profile import at_time_factor
 
     slow = at_time_factor(toy_profile, 1.25)
     assert slow.device.memory_bytes == toy_profile.device.memory_bytes  # capacity unchanged
@@ -151,7 +151,7 @@ def test_a_call_per_sequence_per_layer_costs_sequences_times_layers(toy_profile)
     """sequence_layer_overhead_s: each sequence's attention is a call of its own in every layer, so
     a step pays it num_seqs x num_layers times (decode runs in closed form included), and a machine
     whose overheads take longer scales it too."""
-    from sim.profile import at_time_factor
+    from sim.spec.profile import at_time_factor
 
     per_call_s = 2e-5
     calls = dataclasses.replace(toy_profile, cost=dataclasses.replace(
@@ -176,7 +176,7 @@ def test_the_wake_up_grows_with_the_idle_and_is_no_step_cost(toy_profile):
     none without idle. No step's cost includes it; a machine at another speed and a run-speed
     scaled model keep it (it is a share of the step's time)."""
     from sim.cost_model import KindScaledCost
-    from sim.profile import at_time_factor
+    from sim.spec.profile import at_time_factor
 
     curve = ((0.005, 0.02), (0.2, 0.06))
     woken = dataclasses.replace(toy_profile, cost=dataclasses.replace(toy_profile.cost, wake_slowdown_curve=curve))

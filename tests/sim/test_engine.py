@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from sim.cost_model import CostModel
-from sim.model_spec import get_preset
+from sim.spec.model import get_preset
 from sim.plan import StepShape
 from sim.errors import InputError
-from sim.profile import load_profile, profile_from_dict
+from sim.spec.profile import load_profile, profile_from_dict
 from sim.scenario import run_scenario, scenario_from_dict
 
 

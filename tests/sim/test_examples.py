@@ -89,7 +89,7 @@ def test_every_listed_candidate_fits_the_model(example):
     from sim.cost_model import CostModel
     from sim.kv_cache import kv_capacity
     from sim.planning.capacity import load_plan_file, parse_candidate
-    from sim.profile import load_profile
+    from sim.spec.profile import load_profile
     from sim.scenario import scenario_from_dict
 
     data, plan, sweep, where, base = load_plan_file(example)

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from sim.cost_model import CostModel
 from sim.errors import InputError
-from sim.model_spec import get_preset
-from sim.profile import REPO_PROFILES_DIR, load_profile, profile_from_dict
+from sim.spec.model import get_preset
+from sim.spec.profile import REPO_PROFILES_DIR, load_profile, profile_from_dict
 from sim.report.catalog import (fits_report, format_table, is_iso_date, list_rows, show,
                                  validate_data, validate_file)
 

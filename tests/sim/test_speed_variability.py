@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from sim.errors import InputError
-from sim.profile import profile_from_dict
+from sim.spec.profile import profile_from_dict
 from sim.scenario import prepare, run_prepared, run_scenario, scenario_from_dict
 from sim.speed_variability import SpeedProcess, SpeedVariability, Wander
 

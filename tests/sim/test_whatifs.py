@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sim.kv_cache import KVCacheManager
-from sim.model_spec import get_preset
+from sim.spec.model import get_preset
 from sim.plan import StepShape
 from sim.policies import ChunkedPrefillScheduler, ContinuousScheduler
 from sim.prefix_cache import PrefixCache

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sim.errors import InputError
-from sim.model_spec import PRESETS, REFUSED_KEYS, get_preset, load_hf_config, resolve_model
+from sim.spec.model import PRESETS, REFUSED_KEYS, get_preset, load_hf_config, resolve_model
 
 
 @pytest.mark.parametrize("name, billions", [("llama-3-8b", 8.03), ("llama-3-70b", 70.55), ("llama-2-7b", 6.74),

@@ -23,7 +23,7 @@ SCHEMA_VERSION = 1
 SOURCES = ("measured", "datasheet", "imported")
 POWER_METHODS = ("nvml", "rapl", "estimated-from-tdp", "datasheet", "imported")
 DTYPES = ("fp32", "bf16", "fp16", "fp8", "int8")
-REPO_PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
+REPO_PROFILES_DIR = Path(__file__).resolve().parent.parent.parent / "profiles"
 
 
 @dataclass(frozen=True)
