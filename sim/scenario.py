@@ -379,12 +379,12 @@ def finish_summary(prep: Prepared, recorder: RunRecorder, schedulers: list) -> d
         "evictions": sum(c.num_evictions for c in caches)}
     summary["workload"] = {"description": sc.workload.describe(), "notes": dict(prep.workload_notes),
                            "warnings": workload_warnings(prep.workload_notes)}
-    # No price per device-hour (the profile has none, the scenario sets none) and no owned hardware:
-    # the run has no cost. sim.metrics counts its rental as 0 (the planner sums it); outputs show
+    # No price per device-hour (the profile has none, the scenario sets none), no electricity price
+    # and no owned hardware: the run has no cost (the one place this is decided). sim.metrics counts its rental as 0 (the planner sums it); outputs show
     # "no price" / null (sim.report.text.unpriced_as_null).
     summary["cost"]["is_priced"] = bool(
         sc.economics.price_usd_per_device_h is not None or profile.price is not None
-        or sc.economics.hardware_usd_per_device > 0)
+        or sc.economics.hardware_usd_per_device > 0 or sc.economics.electricity_usd_per_kwh > 0)
     summary["seed"] = sc.seed
     return summary
 

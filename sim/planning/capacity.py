@@ -639,21 +639,13 @@ def _monthly(summaries: list[dict], cand: Candidate, replicas: int) -> dict:
             "device_hours": replicas * cand.tp * HOURS_PER_MONTH}
 
 
-def is_priced(profile: Any, economics: dict) -> bool:
-    """Whether a deployment's cost is known: a rental price (the profile's or the scenario's), or
-    owned hardware's electricity or purchase price."""
-    return bool(profile.price and profile.price.usd_per_device_h) or any(
-        (economics.get(k) or 0) > 0 for k in ("price_usd_per_device_h", "electricity_usd_per_kwh",
-                                               "hardware_usd_per_device"))
-
-
 def _economics(ctx: _Context, cand: Candidate, profile: Any, replicas: int, rate: float,
                results: list[dict]) -> dict:
     sums = [r["summary"] for r in results]
     capacity = replicas * rate
     j_per_token = _mean([s["energy"]["j_per_token"] for s in sums])
     monthly = _monthly(sums, cand, replicas)
-    priced = is_priced(profile, ctx.scenario.get("economics", {}))
+    priced = all(s["cost"].get("is_priced", True) for s in sums)
     if not priced:  # no price and no owned-hardware costs: the cost is unknown, not $0
         monthly["usd"] = None
     usd_per = (lambda key: _mean([s["cost"][key] for s in sums]) if priced else None)  # noqa: E731
@@ -676,7 +668,7 @@ def _sensitivity_row(ctx: _Context, cand: Candidate, profile: Any, factor: float
                            "attempts": attempts}
     if replicas is not None:
         sums = [r["summary"] for r in results]
-        priced = is_priced(profile, ctx.scenario.get("economics", {}))
+        priced = all(s["cost"].get("is_priced", True) for s in sums)
         row.update(devices=replicas * cand.tp,
                    monthly_usd=_monthly(sums, cand, replicas)["usd"] if priced else None,
                    usd_per_1m_tokens=_mean([s["cost"]["usd_per_1m_tokens"] for s in sums]) if priced else None,

@@ -75,6 +75,8 @@ def _per_1m(value: Any, is_priced: bool) -> str:
 def candidate_is_priced(result: Mapping, candidate: Mapping) -> bool:
     """A candidate has a cost when its profile has a price, the scenario overrides the price, or
     the hardware is owned (economics.hardware_usd_per_device)."""
+    if "is_priced" in candidate:  # plans since the planner records it (from its runs' summaries)
+        return bool(candidate["is_priced"])
     a = result.get("assumptions") or {}
     hardware = (a.get("economics") or {}).get("hardware_usd_per_device")
     return (candidate.get("price_usd_per_device_h") is not None or a.get("price_override") is not None
